@@ -1,0 +1,1 @@
+//! Fakes and spawn helpers for the gateway tests.
