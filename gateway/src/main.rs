@@ -1,1 +1,80 @@
-fn main() {}
+//! The `gateway` binary: parse flags, load config, set up logging, bind, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use gateway::config::LogFormat;
+
+/// A high-performance API gateway.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Config file (TOML).
+    #[arg(long, env = "GATEWAY_CONFIG", default_value = "config/gateway.toml")]
+    config: PathBuf,
+    /// Worker threads for the proxy (default: one per core).
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    workers: Option<usize>,
+    /// Log format, overriding `[log] format`: human or json.
+    #[arg(long, env = "GATEWAY_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Validate the config and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = gateway::config::load(&args.config)?;
+    if args.check {
+        println!(
+            "{}: ok ({} routes, {} upstreams)",
+            args.config.display(),
+            config.routes.len(),
+            config.upstreams.len()
+        );
+        return Ok(());
+    }
+    let format = match args.log_format.as_deref() {
+        None => config.log.format,
+        Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(other) => anyhow::bail!("--log-format {other}: use human or json"),
+    };
+    init_tracing(format);
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.workers {
+        anyhow::ensure!(n > 0, "--workers must be at least 1");
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let listeners = gateway::Listeners::bind(&config).await?;
+        gateway::run(listeners, config, gateway::shutdown::signal()).await?;
+        Ok(())
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,307 @@
+//! The proxy path: route, pick an endpoint, forward with streaming bodies, and turn
+//! every failure into a gateway response.
+//!
+//! Per request: one snapshot load, one route scan, one atomic pick. The request and
+//! response bodies are passed through frame by frame.
+
+pub mod body;
+pub mod client;
+pub mod headers;
+pub mod rescue;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::balance::EndpointStats;
+use crate::routes::Route;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+use body::{BodyError, LimitedBody};
+use rescue::{Blame, ProxyError};
+
+/// What the proxy sends back: an upstream's streamed body or the gateway's own.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Facts about the client connection a request came in on.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// The peer IP, pre-rendered once per connection for `X-Forwarded-For`.
+    pub(crate) ip_header: HeaderValue,
+    pub(crate) scheme: &'static str,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr, scheme: &'static str) -> Self {
+        let ip = addr.ip().to_canonical().to_string();
+        Self {
+            addr,
+            ip_header: HeaderValue::from_str(&ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            scheme,
+        }
+    }
+}
+
+/// What the access log and metrics learn while a request is handled.
+#[derive(Default)]
+struct Trace {
+    route: Option<Arc<Route>>,
+    endpoint: Option<http::uri::Authority>,
+}
+
+/// Handles one request end to end; never fails, never panics on input.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let snapshot = shared.snapshot.load_full();
+    let request_id = shared.ids.for_request(req.headers());
+    let method = req.method().clone();
+    let mut trace = Trace::default();
+    let response = match forward(&snapshot, &peer, req, &request_id, &mut trace).await {
+        Ok(mut response) => {
+            headers::remove_hop_by_hop(response.headers_mut());
+            response
+                .headers_mut()
+                .insert(headers::X_REQUEST_ID, request_id.clone());
+            response.map(Either::Left)
+        }
+        Err(err) => {
+            if err.blame() == Blame::Upstream {
+                if let Some(route) = &trace.route {
+                    shared
+                        .metrics
+                        .upstream_error(&route.upstream.name, err.kind());
+                }
+            }
+            rescue::respond(&err, &request_id)
+        }
+    };
+    let elapsed = start.elapsed();
+    let status = response.status();
+    match &trace.route {
+        Some(route) => route.metrics.record(&method, status, elapsed.as_secs_f64()),
+        None => shared
+            .unrouted
+            .record(&method, status, elapsed.as_secs_f64()),
+    }
+    if snapshot.config.log.access_log {
+        tracing::info!(
+            target: "access",
+            request_id = request_id.to_str().unwrap_or_default(),
+            peer = %peer.addr,
+            method = %method,
+            route = trace.route.as_ref().map_or("-", |r| &*r.config.name),
+            upstream = trace.endpoint.as_ref().map_or("-", |a| a.as_str()),
+            status = status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            gateway_error = response.headers().get(headers::X_GATEWAY_ERROR).and_then(|v| v.to_str().ok()),
+        );
+    }
+    response
+}
+
+async fn forward(
+    snapshot: &Snapshot,
+    peer: &Peer,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    trace: &mut Trace,
+) -> Result<Response<Incoming>, ProxyError> {
+    let server = &snapshot.config.server;
+    if head_size(&req) > server.max_request_headers {
+        return Err(ProxyError::HeadersTooLarge {
+            limit: server.max_request_headers,
+        });
+    }
+    let host_header = host_header(&req)?;
+    let host = host_header
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map(strip_port);
+    let route = snapshot
+        .routes
+        .find(host, req.uri().path(), req.method())
+        .ok_or(ProxyError::NoRoute)?;
+    trace.route = Some(route.clone());
+
+    let limit = route.config.max_request_body;
+    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
+        if len > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+    }
+
+    let upstream = &route.upstream;
+    let endpoint = upstream
+        .balancer
+        .pick()
+        .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.clone()))?;
+    trace.endpoint = Some(endpoint.authority.clone());
+
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = upstream_path(route, &parts.uri)?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.authority.clone());
+    uri.path_and_query = Some(path_and_query);
+    parts.uri =
+        Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    parts.version = Version::HTTP_11;
+
+    let h = &mut parts.headers;
+    headers::remove_hop_by_hop(h);
+    // The gateway already answered `Expect: 100-continue` by reading the body.
+    h.remove(EXPECT);
+    let trusted = headers::is_trusted(peer.addr.ip(), &server.trusted_proxies);
+    headers::set_forwarded(
+        h,
+        &peer.ip_header,
+        trusted,
+        peer.scheme,
+        host_header.clone(),
+    );
+    if let Some(host) = host_header {
+        // HTTP/2 clients send :authority, not Host; keep the name the client used.
+        h.insert(HOST, host);
+    }
+    h.insert(headers::X_REQUEST_ID, request_id.clone());
+
+    let req = Request::from_parts(parts, LimitedBody::new(body, limit));
+    let _in_flight = InFlight::start(&endpoint.stats);
+    let exchange = tokio::time::timeout(
+        upstream.connection.request_timeout,
+        upstream.client.request(req),
+    )
+    .await;
+    let result = match exchange {
+        Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(classify(e)),
+    };
+    if let Err(e) = &result {
+        if e.blame() == Blame::Upstream {
+            endpoint.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
+}
+
+/// Counts a request as in flight on an endpoint until dropped.
+struct InFlight<'a>(&'a EndpointStats);
+
+impl<'a> InFlight<'a> {
+    fn start(stats: &'a EndpointStats) -> Self {
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sorts a client error into connect failure, our body limit, a client abort, or an
+/// upstream failure, by walking its source chain.
+fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        return ProxyError::Connect(e);
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(body) = s.downcast_ref::<BodyError>() {
+            return match body {
+                BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
+                BodyError::Client(_) => ProxyError::ClientAborted(e),
+            };
+        }
+        source = s.source();
+    }
+    ProxyError::UpstreamFailed(e)
+}
+
+/// The Host to forward: the header, or an HTTP/2 request's `:authority`. HTTP/1.1
+/// without one is malformed (RFC 9112 3.2).
+fn host_header(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
+    if let Some(h) = req.headers().get(HOST) {
+        return Ok(Some(h.clone()));
+    }
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str())
+            .map(Some)
+            .map_err(|_| ProxyError::BadRequest("invalid authority"));
+    }
+    if req.version() == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest(
+            "HTTP/1.1 request without a Host header",
+        ));
+    }
+    Ok(None)
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // IPv6 literal: `[::1]:8000`
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Size of the request head as the client sent it, near enough.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.method().as_str().len()
+        + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+fn upstream_path(route: &Route, uri: &Uri) -> Result<PathAndQuery, ProxyError> {
+    match route.rewrite_path(uri.path()) {
+        None => Ok(uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        Some(mut path) => {
+            if let Some(q) = uri.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            PathAndQuery::try_from(path)
+                .map_err(|_| ProxyError::BadRequest("invalid path after rewrite"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("shop.example:8000"), "shop.example");
+        assert_eq!(strip_port("shop.example"), "shop.example");
+        assert_eq!(strip_port("[::1]:8000"), "::1");
+    }
+}

@@ -1,0 +1,257 @@
+//! Header hygiene: hop-by-hop removal (including headers a client names in
+//! `Connection`), `X-Forwarded-*` (extended only for trusted peers) and request ids.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Correlates a request across the gateway, the upstream and the response.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Marks a response the gateway made itself, naming the error kind.
+pub const X_GATEWAY_ERROR: HeaderName = HeaderName::from_static("x-gateway-error");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1 and common practice); `Proxy-*` is matched by prefix.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Longest request id accepted from a client; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes hop-by-hop headers, first those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            // Tokens that are removed anyway, or are not headers, cost nothing.
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// Whether a peer's own forwarding headers may be believed.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = peer.to_canonical();
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// Sets `X-Forwarded-For/Proto/Host`. From a trusted peer the existing chain is
+/// extended and its proto/host kept; from anyone else they are replaced.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    trusted: bool,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
+    let chain = if trusted {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let xff = match chain {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + peer_ip.len());
+            v.extend_from_slice(&prior);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer_ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer_ip.clone())
+        }
+        None => peer_ip.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR, xff);
+    if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST, h),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
+    if !trusted {
+        // RFC 7239 `Forwarded` from an untrusted peer cannot be checked: drop it.
+        headers.remove(FORWARDED);
+    }
+}
+
+/// All values of a header joined with ", " (a client may send it on several lines).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut out = first.as_bytes().to_vec();
+    for v in values {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(v.as_bytes());
+    }
+    Some(out)
+}
+
+/// Generates request ids: a random per-process prefix and a counter, 32 hex digits.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    /// A generator with a random prefix, so ids from restarts do not collide.
+    pub fn new() -> Self {
+        Self {
+            prefix: rand::random(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The client's id when it is sane, else a fresh one.
+    pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(v) = headers.get(X_REQUEST_ID) {
+            let ok = !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID_LEN
+                && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+            if ok {
+                return v.clone();
+            }
+        }
+        self.next()
+    }
+
+    fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 32];
+        for (i, word) in [self.prefix, n].into_iter().enumerate() {
+            for j in 0..16 {
+                buf[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+            }
+        }
+        // Hex digits are always a valid header value.
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, X-Forwarded-For"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-anything", "y"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_replaced_for_strangers_and_extended_for_trusted() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.1.1.1"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &ip,
+            false,
+            "http",
+            Some(HeaderValue::from_static("shop.example")),
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert!(!h.contains_key("forwarded"));
+
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(&mut h, &ip, true, "http", None);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn trust_handles_mapped_ipv4() {
+        let nets: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(is_trusted("::ffff:127.0.0.1".parse().unwrap(), &nets));
+        assert!(!is_trusted("10.0.0.1".parse().unwrap(), &nets));
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_client_ids_kept_when_sane() {
+        let ids = RequestIds::new();
+        let a = ids.for_request(&HeaderMap::new());
+        let b = ids.for_request(&HeaderMap::new());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert_eq!(ids.for_request(&map(&[("x-request-id", "abc-1")])), "abc-1");
+        let long = "a".repeat(200);
+        assert_ne!(
+            ids.for_request(&map(&[("x-request-id", &long)])),
+            long.as_str()
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! The proxy listener: accepts connections, serves HTTP/1.1 and h2c on the same port,
+//! and drains gracefully on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::proxy::{self, Peer};
+use crate::shared::Shared;
+
+/// Slow-loris bound: a client must finish sending a request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// After an accept error (out of file descriptors, say) pause before retrying, rather
+/// than spinning on the error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+fn builder(max_headers: usize) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The gateway answers 431 itself up to 4x its limit; beyond that hyper's own bare
+    // 431 protects the read buffer.
+    let buffer = (max_headers.saturating_mul(4)).max(64 * 1024);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(buffer)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Serves until `shutdown` resolves, then drains for the configured grace period.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let max_headers = shared.snapshot.load().config.server.max_request_headers;
+    let builder = Arc::new(builder(max_headers));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on {addr}: {e}");
+        }
+        let peer = Arc::new(Peer::new(addr, "http"));
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            shared.metrics.open_connections.inc();
+            let svc_shared = shared.clone();
+            let service = service_fn(move |req| {
+                let shared = svc_shared.clone();
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(proxy::handle(shared, peer, req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!("connection from {addr} ended: {e}");
+            }
+            shared.metrics.open_connections.dec();
+        });
+    }
+    drop(listener);
+    shared.ready.store(false, Ordering::SeqCst);
+    let grace = shared.snapshot.load().config.server.shutdown_grace;
+    let open = graceful.count();
+    tracing::info!(open_connections = open, grace = ?grace, "stopped accepting; draining");
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => {
+            tracing::warn!(grace = ?grace, "grace period over; closing remaining connections")
+        }
+    }
+}
