@@ -1,1 +1,83 @@
-//! placeholder
+//! The order service: create orders, list them, move them through their statuses.
+//!
+//! Layout: [`domain`] (orders, statuses, validation), [`store`] (memory and PostgreSQL with an
+//! outbox), [`routes`] (handlers), [`error`] (errors -> JSON). [`app`] builds the router;
+//! [`build`] picks the backends from [`Settings`].
+
+pub mod domain;
+pub mod error;
+mod routes;
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use services_common::bus::EventBus;
+use services_common::config::Settings;
+use services_common::http_error;
+use services_common::outbox::Relay;
+use tokio::sync::Notify;
+
+use crate::error::StoreError;
+use crate::store::{MemoryOrderStore, OrderStore, PgOrderStore};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where orders live.
+    pub store: Arc<dyn OrderStore>,
+}
+
+/// The service's router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(http_error::health))
+        .route("/orders", get(routes::list).post(routes::create))
+        .route("/orders/{id}", get(routes::get).patch(routes::update))
+        .fallback(http_error::not_found)
+        .with_state(state)
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Connecting to PostgreSQL failed.
+    #[error(transparent)]
+    Pg(#[from] services_common::pg::PgError),
+    /// Setting up the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A ready service: its state and, on PostgreSQL, the outbox relay to spawn.
+pub struct Service {
+    /// The handlers' state.
+    pub state: AppState,
+    /// The outbox relay (PostgreSQL only).
+    pub relay: Option<Relay>,
+}
+
+/// Builds the service on the configured backends: PostgreSQL (schema `order_svc`) + outbox when
+/// `DATABASE_URL` is set, memory otherwise; events go to `bus`.
+pub async fn build(settings: &Settings, bus: Arc<dyn EventBus>) -> Result<Service, StartError> {
+    match &settings.database_url {
+        Some(url) => {
+            let pool = services_common::pg::connect(url, store::SCHEMA, 10).await?;
+            let wake = Arc::new(Notify::new());
+            let store = PgOrderStore::new(pool.clone(), wake.clone()).await?;
+            Ok(Service {
+                state: AppState {
+                    store: Arc::new(store),
+                },
+                relay: Some(Relay::new(pool, bus, wake)),
+            })
+        }
+        None => Ok(Service {
+            state: AppState {
+                store: Arc::new(MemoryOrderStore::new(bus)),
+            },
+            relay: None,
+        }),
+    }
+}

@@ -1,0 +1,5 @@
+//! Order service API tests: one binary, a module per feature; storage tests run on memory and PG.
+
+mod helpers;
+mod orders;
+mod validation;
