@@ -56,6 +56,33 @@ if (($(ulimit -n) < HOLD_CONNS * 3)); then
     log "warning: open-file limit $(ulimit -n) may be too low for $HOLD_CONNS connections"
 fi
 
+# pids of a process and its direct children (nginx master + workers)
+tree_pids() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+
+cpu_ticks() { # utime+stime (clock ticks) summed over the process tree, all threads
+    local sum=0 pid stat
+    for pid in $(tree_pids "$1"); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        # after "pid (comm) " the fields start at 3 (state); utime/stime are
+        # fields 14/15 of /proc/<pid>/stat, i.e. the 12th and 13th here
+        set -- $stat
+        sum=$((sum + ${12} + ${13}))
+    done
+    echo "$sum"
+}
+
+proc_kb() { # field(VmHWM|VmRSS) pid: summed over the process tree, kB
+    local sum=0 pid v
+    for pid in $(tree_pids "$2"); do
+        v=$(awk -v f="$1:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+hwm_kb() { proc_kb VmHWM "$1"; }
+rss_kb() { proc_kb VmRSS "$1"; }
+
 # Connections accepted and requests served by both upstreams (nginx stub_status
 # "accepts" and "requests"). Each status query is itself one connection and one
 # request to that nginx; those are counted in Q1/Q2 and subtracted, so the
@@ -264,55 +291,6 @@ for name in $PROXIES; do
 done
 
 # ---- table -------------------------------------------------------------------------
-python3 - "$RESULTS" "$CONNS" "$DURATION" "$REPEATS" "$RATE" "$RATE_CONNS" "$RATE_DURATION" "$HOLD_CONNS" >"$TMP/table.md" <<'PY'
-import csv, sys
-path, conns, dur, reps, rate, rconns, rdur, hold = sys.argv[1:]
-rows = list(csv.DictReader(open(path), delimiter="\t"))
-def f(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-direct = next((r for r in rows if r["proxy"] == "direct"), None)
-nginx = {r["workers"]: r for r in rows if r["proxy"] == "nginx" and f(r.get("rps_median"))}
-def ratio(a, b, digits=2):
-    a, b = f(a), f(b)
-    if a is None or b is None or b == 0:
-        return "–"
-    return "%.*f×" % (digits, a / b)
-print(f"Throughput: oha, {conns} keep-alive connections, {dur} × {reps} (median). "
-      f"Latency: oha -q {rate} with {rconns} connections for {rdur}. "
-      f"CPU: proxy process utime+stime per request (µs), at saturation and at {rate} req/s. "
-      f"RSS: VmHWM (summed over the proxy's processes) after the load runs and with {hold} open client connections. "
-      f"Upstream conns: connections accepted by the two upstreams during warmup + throughput runs.")
-print()
-print("| target | workers | req/s | × direct | × nginx | p50 ms | p99 ms | p99.9 ms | p99 × nginx "
-      "| CPU µs/req (sat) | × nginx | CPU µs/req (@rate) | × nginx | peak RSS MB (load) | peak RSS MB (+%s conns) "
-      "| upstream conns / requests | errors |" % hold)
-print("|" + "---|" * 17)
-for r in rows:
-    if not f(r.get("rps_median")):
-        print(f"| {r['proxy']} | {r['workers']} | {r.get('rps_median') or 'pending'} |" + " |" * 14)
-        continue
-    n = nginx.get(r["workers"])
-    ng = lambda k: n[k] if n else None
-    rss = lambda k: "%.1f" % (f(r[k]) / 1024) if f(r[k]) else "–"
-    reqs = f(r["reqs"])
-    upc = f(r["up_conns"])
-    up = "%d / %d (%.3f%%)" % (upc, reqs, 100 * upc / reqs) if reqs else "–"
-    hold_note = "" if r["hold_ok"] in ("", hold) else f" ({r['hold_ok']}/{hold} ok)"
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s%s | %s | %s |" % (
-        r["proxy"], r["workers"], r["rps_median"],
-        ratio(r["rps_median"], direct and direct["rps_median"]), ratio(r["rps_median"], ng("rps_median")),
-        r["p50_ms"], r["p99_ms"], r["p999_ms"], ratio(r["p99_ms"], ng("p99_ms")),
-        r["cpu_us_sat"] or "–", ratio(r["cpu_us_sat"], ng("cpu_us_sat")),
-        r["cpu_us_rate"] or "–", ratio(r["cpu_us_rate"], ng("cpu_us_rate")),
-        rss("rss_load_kb"), rss("rss_hold_kb"), hold_note, up, r["errors"]))
-print()
-print("Per-run req/s: " + "; ".join(f"{r['proxy']}-w{r['workers']}: {r.get('rps_runs')}"
-                                    for r in rows if f(r.get("rps_median"))))
-print("Achieved fixed rate: " + "; ".join(f"{r['proxy']}-w{r['workers']}: {r.get('rate_achieved')}"
-                                          for r in rows if f(r.get("rps_median"))))
-PY
+python3 "$HERE/table.py" "$RESULTS" "$CONNS" "$DURATION" "$REPEATS" "$RATE" "$RATE_CONNS" "$RATE_DURATION" "$HOLD_CONNS" >"$TMP/table.md"
 echo
 cat "$TMP/table.md"
