@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use http::{Method, StatusCode};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -37,11 +37,11 @@ pub(crate) struct UpstreamErrorLabels {
 /// Labels of `gateway_config_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReloadLabels {
-    result: ReloadResult,
+    result: &'static str,
 }
 
-/// Outcome of a reload, as a label.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// Outcome of a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReloadResult {
     Success,
     Failure,
@@ -135,6 +135,10 @@ impl Metrics {
     }
 
     pub(crate) fn reload(&self, result: ReloadResult) {
+        let result = match result {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 

@@ -174,9 +174,7 @@ impl Validator<'_> {
                 Vec::new()
             }
             Some(list) => {
-                if list.get_ref().is_empty() {
-                    self.problem(list, "`endpoints` is empty: list at least one host:port");
-                }
+                // An empty list is allowed: it takes an upstream out of service (503).
                 let mut seen = HashSet::new();
                 list.get_ref()
                     .iter()

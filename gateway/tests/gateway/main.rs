@@ -1,1 +1,32 @@
-fn main() {}
+//! Integration tests: the real gateway on port 0 in front of in-process fake upstreams.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod admin;
+mod balance;
+mod errors;
+mod headers;
+mod reload;
+mod routing;
+mod shutdown;
+mod streaming;
+
+use gateway_test_support::FakeUpstream;
+
+/// An `[upstreams.NAME]` table listing the fakes, plus any extra settings.
+pub(crate) fn upstream(name: &str, endpoints: &[&FakeUpstream], extra: &str) -> String {
+    let list: Vec<String> = endpoints
+        .iter()
+        .map(|u| format!("\"{}\"", u.authority()))
+        .collect();
+    format!(
+        "[upstreams.{name}]\nendpoints = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+/// A `[[routes]]` table; `extra` adds lines such as `strip_prefix = true`.
+pub(crate) fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> String {
+    format!("[[routes]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
+}

@@ -1,0 +1,152 @@
+//! Every error the gateway makes itself: status, JSON body and the marker header.
+
+use std::time::Duration;
+
+use gateway_test_support::{chunked_body, within, Client, FakeUpstream, TestGateway, TestResponse};
+use http::{Method, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{route, upstream};
+
+fn assert_gateway_error(r: &TestResponse, status: u16, kind: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "body: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("x-gateway-error"), kind);
+    assert_eq!(r.header("content-type"), "application/json");
+    let body = r.json();
+    assert_eq!(body["error"], kind);
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(body["request_id"], r.header("x-request-id"));
+}
+
+async fn closed_port() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn no_route_no_endpoint_and_connect_failure() {
+    let dead = closed_port().await;
+    let config = format!(
+        "[upstreams.empty]\nendpoints = []\n[upstreams.dead]\nendpoints = [\"{dead}\"]\n{}{}",
+        route("empty", "/empty", "empty", ""),
+        route("dead", "/dead", "dead", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let c = Client::default();
+    assert_gateway_error(&c.get(&gw.url("/nowhere")).await, 404, "no_route");
+    assert_gateway_error(&c.get(&gw.url("/empty/x")).await, 503, "no_endpoint");
+    assert_gateway_error(&c.get(&gw.url("/dead/x")).await, 502, "connect_failed");
+}
+
+#[tokio::test]
+async fn a_slow_upstream_times_out_with_504() {
+    let up = FakeUpstream::start("slow").await;
+    let config = [
+        upstream("slow", &[&up], "request_timeout = \"200ms\""),
+        route("all", "/", "slow", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let r = Client::default().get(&gw.url("/hold")).await;
+    assert_gateway_error(&r, 504, "upstream_timeout");
+    up.hold().release(1);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_whether_announced_or_streamed() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], ""),
+        route("all", "/", "up", "max_request_body = 1024"),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let c = Client::default();
+
+    let r = c
+        .request(Method::POST, &gw.url("/upload"), &[], vec![0u8; 2048])
+        .await;
+    assert_gateway_error(&r, 413, "body_too_large");
+    assert_eq!(
+        up.hits(),
+        0,
+        "an announced oversize body never reaches the upstream"
+    );
+
+    // Chunked: the limit is only known to be passed midway.
+    let (tx, body) = chunked_body();
+    let req = Request::post(gw.url("/upload")).body(body).unwrap();
+    let pending = tokio::spawn(async move { c.send(req).await });
+    tx.send(vec![0u8; 800].into()).await.unwrap();
+    tx.send(vec![0u8; 800].into()).await.unwrap();
+    drop(tx);
+    let r = within("413 for a streamed body", pending).await.unwrap();
+    assert_gateway_error(&r, 413, "body_too_large");
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        "[server]\nmax_request_headers = \"4KiB\"\n".to_owned(),
+        upstream("up", &[&up], ""),
+        route("all", "/", "up", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let big = "x".repeat(6000);
+    let r = Client::default()
+        .request(Method::GET, &gw.url("/"), &[("x-big", &big)], "")
+        .await;
+    assert_gateway_error(&r, 431, "headers_too_large");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn http11_without_host_is_a_json_400() {
+    let up = FakeUpstream::start("up").await;
+    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
+    let gw = TestGateway::start(&config).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    within("raw response", s.read_to_string(&mut out))
+        .await
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("x-gateway-error: bad_request"), "{out}");
+    assert!(out.contains("\"error\":\"bad_request\""), "{out}");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn an_upstream_that_drops_the_connection_gets_502() {
+    // A "server" that accepts and closes at once.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            drop(s);
+        }
+    });
+    let config = format!(
+        "[upstreams.rude]\nendpoints = [\"{addr}\"]\n{}",
+        route("all", "/", "rude", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let r = within("502", Client::default().get(&gw.url("/x"))).await;
+    assert_gateway_error(&r, 502, "upstream_failed");
+    // The gateway keeps serving.
+    tokio::time::timeout(Duration::from_secs(5), Client::default().get(&gw.url("/x")))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,143 @@
+//! Header hygiene: hop-by-hop removal both ways, X-Forwarded-*, X-Request-Id.
+
+use gateway_test_support::{Client, FakeUpstream, TestGateway};
+use http::Method;
+
+use crate::{route, upstream};
+
+async fn gateway(server: &str, up: &FakeUpstream) -> TestGateway {
+    TestGateway::start(
+        &[
+            server.to_owned(),
+            upstream("up", &[up], ""),
+            route("all", "/", "up", ""),
+        ]
+        .concat(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_including_those_named_by_connection() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway("", &up).await;
+    let r = Client::default()
+        .request(
+            Method::GET,
+            &gw.url("/echo"),
+            &[
+                ("connection", "keep-alive, x-private, x-forwarded-for"),
+                ("x-private", "secret"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                ("proxy-connection", "keep-alive"),
+                ("upgrade", "websocket"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-custom", "kept"),
+            ],
+            "",
+        )
+        .await;
+    let headers = &r.json()["headers"];
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+        "trailer",
+    ] {
+        assert!(
+            headers.get(gone).is_none(),
+            "{gone} reached the upstream: {headers}"
+        );
+    }
+    // hyper's client adds its own `connection` only when needed; never the client's value.
+    assert!(headers
+        .get("connection")
+        .is_none_or(|v| !v.to_string().contains("x-private")));
+    assert_eq!(headers["x-custom"][0], "kept");
+    // Naming X-Forwarded-For in Connection does not let a client hide or forge it.
+    assert_eq!(headers["x-forwarded-for"][0], "127.0.0.1");
+
+    let r = Client::default().get(&gw.url("/hop")).await;
+    assert_eq!(r.status, 200);
+    for gone in ["x-upstream-private", "keep-alive", "proxy-authenticate"] {
+        assert!(!r.headers.contains_key(gone), "{gone} reached the client");
+    }
+    assert_eq!(r.header("x-kept"), "yes");
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_replaced_for_untrusted_peers() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway("", &up).await;
+    let r = Client::default()
+        .request(
+            Method::GET,
+            &gw.url("/echo"),
+            &[
+                ("host", "shop.example"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.example"),
+                ("forwarded", "for=6.6.6.6"),
+            ],
+            "",
+        )
+        .await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"][0], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "http");
+    assert_eq!(h["x-forwarded-host"][0], "shop.example");
+    assert_eq!(h["host"][0], "shop.example");
+    assert!(h.get("forwarded").is_none());
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_trusted_proxies_are_extended() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway("[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n", &up).await;
+    let r = Client::default()
+        .request(
+            Method::GET,
+            &gw.url("/echo"),
+            &[
+                ("host", "edge.internal"),
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "shop.example"),
+            ],
+            "",
+        )
+        .await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"][0], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "https");
+    assert_eq!(h["x-forwarded-host"][0], "shop.example");
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_passed_on_and_returned() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway("", &up).await;
+    let c = Client::default();
+    let r = c.get(&gw.url("/echo")).await;
+    let id = r.header("x-request-id").to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(r.json()["headers"]["x-request-id"][0], id.as_str());
+    assert_ne!(c.get(&gw.url("/echo")).await.header("x-request-id"), id);
+
+    let r = c
+        .request(
+            Method::GET,
+            &gw.url("/echo"),
+            &[("x-request-id", "trace-42")],
+            "",
+        )
+        .await;
+    assert_eq!(r.header("x-request-id"), "trace-42");
+    assert_eq!(r.json()["headers"]["x-request-id"][0], "trace-42");
+}
