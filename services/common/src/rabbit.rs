@@ -11,8 +11,8 @@ use std::time::Duration;
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, QueueBindArguments,
-    QueueDeclareArguments,
+    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments,
+    QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
@@ -67,9 +67,26 @@ impl RabbitBus {
         }
     }
 
+    /// Deletes `queues` and this bus's exchange: tests clean up their unique names with it.
+    pub async fn delete_topology(&self, queues: &[&str]) -> Result<(), BusError> {
+        let (connection, channel) = self.open_connection().await?;
+        for queue in queues {
+            channel
+                .queue_delete(QueueDeleteArguments::new(queue))
+                .await
+                .map_err(unavailable)?;
+        }
+        channel
+            .exchange_delete(ExchangeDeleteArguments::new(&self.exchange))
+            .await
+            .map_err(unavailable)?;
+        let _ = channel.close().await;
+        let _ = connection.close().await;
+        Ok(())
+    }
+
     async fn open_connection(&self) -> Result<(Connection, Channel), BusError> {
-        let args = OpenConnectionArguments::try_from(self.url.as_str())
-            .map_err(|e| BusError::Unavailable(format!("bad AMQP URL: {e}")))?;
+        let args = parse_url(&self.url)?;
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::open(&args))
             .await
             .map_err(|_| BusError::Timeout)?
@@ -105,6 +122,72 @@ impl RabbitBus {
             pending,
         })
     }
+}
+
+/// Parses `amqp://user:pass@host:port/vhost` (percent-decoded; vhost `%2f` is `/`, the default).
+fn parse_url(url: &str) -> Result<OpenConnectionArguments, BusError> {
+    let bad = |why: &str| BusError::Unavailable(format!("bad AMQP URL: {why}"));
+    let rest = url
+        .strip_prefix("amqp://")
+        .ok_or_else(|| bad("only amqp:// is supported (no TLS)"))?;
+    let (authority, vhost) = match rest.split_once('/') {
+        Some((a, v)) => (a, v),
+        None => (rest, ""),
+    };
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((user, pass)) => (percent_decode(user)?, percent_decode(pass)?),
+            None => (percent_decode(u)?, String::new()),
+        },
+        None => ("guest".to_owned(), "guest".to_owned()),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().map_err(|_| bad("invalid port"))?,
+        None => 5672,
+    };
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    let vhost = match vhost.split(['?', '#']).next().unwrap_or("") {
+        "" => "/".to_owned(),
+        v => percent_decode(v)?,
+    };
+    Ok(OpenConnectionArguments::new(host, port, &user, &password)
+        .virtual_host(&vhost)
+        .finish())
+}
+
+fn percent_decode(s: &str) -> Result<String, BusError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| BusError::Unavailable(format!("bad escape in AMQP URL part {s:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| BusError::Unavailable("AMQP URL is not UTF-8".into()))
 }
 
 fn unavailable(e: amqprs::error::Error) -> BusError {
@@ -299,5 +382,22 @@ impl Subscription for RabbitSubscription {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let a = parse_url("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(a.get_virtual_host(), "/");
+        assert_eq!(a.get_port(), 5672);
+        let b = parse_url("amqp://u:p%40ss@rabbit/prod").unwrap();
+        assert_eq!(b.get_virtual_host(), "prod");
+        assert_eq!(b.get_host(), "rabbit");
+        assert!(parse_url("amqps://x").is_err());
+        assert!(parse_url("amqp://h:notaport/").is_err());
     }
 }
