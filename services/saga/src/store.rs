@@ -1,0 +1,143 @@
+//! Saga storage: the whole saga as one document, saved after every step.
+//!
+//! PostgreSQL writes `saga.*` events to the outbox in the same transaction as the state; memory
+//! publishes them straight to the bus.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use services_common::bus::{publish_logged, EventBus};
+use services_common::{outbox, Event};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::domain::Saga;
+use crate::error::StoreError;
+
+/// What the orchestrator needs from storage.
+#[async_trait]
+pub trait SagaStore: Send + Sync + 'static {
+    /// Inserts or overwrites the saga, and records `events` with it.
+    async fn save(&self, saga: &Saga, events: &[Event]) -> Result<(), StoreError>;
+    /// One saga.
+    async fn get(&self, id: Uuid) -> Result<Option<Saga>, StoreError>;
+    /// Every saga still running or compensating, oldest first: what a restart must finish.
+    async fn in_flight(&self) -> Result<Vec<Saga>, StoreError>;
+}
+
+/// In-memory sagas: the embedded default (progress survives only as long as the process).
+pub struct MemorySagaStore {
+    sagas: Mutex<HashMap<Uuid, Saga>>,
+    bus: Arc<dyn EventBus>,
+}
+
+impl MemorySagaStore {
+    /// An empty store publishing to `bus`.
+    pub fn new(bus: Arc<dyn EventBus>) -> Self {
+        Self {
+            sagas: Mutex::default(),
+            bus,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Saga>> {
+        match self.sagas.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+#[async_trait]
+impl SagaStore for MemorySagaStore {
+    async fn save(&self, saga: &Saga, events: &[Event]) -> Result<(), StoreError> {
+        self.lock().insert(saga.saga_id, saga.clone());
+        for e in events {
+            publish_logged(self.bus.as_ref(), e).await;
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Saga>, StoreError> {
+        Ok(self.lock().get(&id).cloned())
+    }
+
+    async fn in_flight(&self) -> Result<Vec<Saga>, StoreError> {
+        let mut v: Vec<Saga> = self
+            .lock()
+            .values()
+            .filter(|s| s.status.in_flight())
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.created_at);
+        Ok(v)
+    }
+}
+
+/// The schema the orchestrator owns on PostgreSQL.
+pub const SCHEMA: &str = "saga_svc";
+
+/// PostgreSQL sagas with a transactional outbox.
+pub struct PgSagaStore {
+    pool: PgPool,
+    wake: Arc<Notify>,
+}
+
+impl PgSagaStore {
+    /// Runs the embedded migrations and returns the store; `wake` nudges the relay.
+    pub async fn new(pool: PgPool, wake: Arc<Notify>) -> Result<Self, StoreError> {
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool, wake })
+    }
+}
+
+#[async_trait]
+impl SagaStore for PgSagaStore {
+    async fn save(&self, saga: &Saga, events: &[Event]) -> Result<(), StoreError> {
+        let state = serde_json::to_value(saga)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sagas (id, status, state, created_at, updated_at) VALUES ($1,$2,$3,$4,$5)
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, state = EXCLUDED.state,
+             updated_at = EXCLUDED.updated_at",
+        )
+        .bind(saga.saga_id)
+        .bind(saga.status.as_str())
+        .bind(state)
+        .bind(saga.created_at)
+        .bind(saga.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        for e in events {
+            outbox::enqueue(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Saga>, StoreError> {
+        let state: Option<serde_json::Value> =
+            sqlx::query_scalar("SELECT state FROM sagas WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(state.map(serde_json::from_value).transpose()?)
+    }
+
+    async fn in_flight(&self) -> Result<Vec<Saga>, StoreError> {
+        let states: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT state FROM sagas WHERE status IN ('running', 'compensating') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(states
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()?)
+    }
+}
