@@ -155,6 +155,15 @@ pub async fn publish_logged(bus: &dyn EventBus, event: &Event) {
     }
 }
 
+/// The bus the settings ask for: RabbitMQ when `AMQP_URL` is set (connected lazily, so a service
+/// starts while the broker is down and its outbox catches up), else a fresh in-process bus.
+pub fn from_settings(settings: &crate::config::Settings) -> Arc<dyn EventBus> {
+    match &settings.amqp_url {
+        Some(url) => Arc::new(crate::rabbit::RabbitBus::lazy(url, &settings.exchange)),
+        None => Arc::new(InProcessBus::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,16 +182,13 @@ mod tests {
         let d = orders.next().await.unwrap().unwrap();
         assert_eq!(d.event.event_type, "order.created");
         d.ack().await.unwrap();
-        assert_eq!(all.next().await.unwrap().unwrap().event.event_type, "payment.processed");
-        assert_eq!(all.next().await.unwrap().unwrap().event.event_type, "order.created");
-    }
-}
-
-/// The bus the settings ask for: RabbitMQ when `AMQP_URL` is set (connected lazily, so a service
-/// starts while the broker is down and its outbox catches up), else a fresh in-process bus.
-pub fn from_settings(settings: &crate::config::Settings) -> Arc<dyn EventBus> {
-    match &settings.amqp_url {
-        Some(url) => Arc::new(crate::rabbit::RabbitBus::lazy(url, &settings.exchange)),
-        None => Arc::new(InProcessBus::new()),
+        assert_eq!(
+            all.next().await.unwrap().unwrap().event.event_type,
+            "payment.processed"
+        );
+        assert_eq!(
+            all.next().await.unwrap().unwrap().event.event_type,
+            "order.created"
+        );
     }
 }

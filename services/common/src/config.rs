@@ -97,6 +97,9 @@ mod tests {
         let err = parse_var::<u32>("LIMIT", Some("abc".into())).unwrap_err();
         assert!(err.to_string().contains("LIMIT"));
         assert_eq!(parse_var::<u32>("LIMIT", None).unwrap(), None);
-        assert_eq!(parse_var::<u32>("LIMIT", Some("7".into())).unwrap(), Some(7));
+        assert_eq!(
+            parse_var::<u32>("LIMIT", Some("7".into())).unwrap(),
+            Some(7)
+        );
     }
 }

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_with_flattened_fields() {
-        let e = Event::new("order.created", serde_json::json!({"order_id": "o1", "quantity": 2}));
+        let e = Event::new(
+            "order.created",
+            serde_json::json!({"order_id": "o1", "quantity": 2}),
+        );
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["type"], "order.created");
         assert_eq!(json["order_id"], "o1");

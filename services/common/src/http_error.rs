@@ -104,7 +104,11 @@ where
 }
 
 fn path_rejection(rejection: &PathRejection) -> Response {
-    error_response(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+        rejection.body_text(),
+    )
 }
 
 /// A query-string extractor whose rejections are JSON 400s.

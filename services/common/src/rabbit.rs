@@ -11,8 +11,8 @@ use std::time::Duration;
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments,
-    QueueDeclareArguments, QueueDeleteArguments,
+    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, ExchangeDeleteArguments,
+    QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
@@ -179,7 +179,9 @@ fn percent_decode(s: &str) -> Result<String, BusError> {
             let hex = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| BusError::Unavailable(format!("bad escape in AMQP URL part {s:?}")))?;
+                .ok_or_else(|| {
+                    BusError::Unavailable(format!("bad escape in AMQP URL part {s:?}"))
+                })?;
             out.push(hex);
             i += 3;
         } else {
@@ -231,7 +233,9 @@ impl EventBus for RabbitBus {
             Ok(Err(_)) => {
                 // The callback dropped our sender: the channel closed before confirming.
                 *self.publisher.lock().await = None;
-                Err(BusError::Unavailable("channel closed before confirm".into()))
+                Err(BusError::Unavailable(
+                    "channel closed before confirm".into(),
+                ))
             }
             Err(_) => {
                 *self.publisher.lock().await = None;
@@ -303,16 +307,28 @@ impl ConfirmCallback {
 
 #[async_trait]
 impl ChannelCallback for ConfirmCallback {
-    async fn close(&mut self, _channel: &Channel, close: CloseChannel) -> Result<(), amqprs::error::Error> {
+    async fn close(
+        &mut self,
+        _channel: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
         tracing::warn!(%close, "publisher channel closed by broker");
         // Dropping the senders fails every waiting publish; they are retried by their callers.
         lock(&self.pending).clear();
         Ok(())
     }
-    async fn cancel(&mut self, _channel: &Channel, _cancel: Cancel) -> Result<(), amqprs::error::Error> {
+    async fn cancel(
+        &mut self,
+        _channel: &Channel,
+        _cancel: Cancel,
+    ) -> Result<(), amqprs::error::Error> {
         Ok(())
     }
-    async fn flow(&mut self, _channel: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+    async fn flow(
+        &mut self,
+        _channel: &Channel,
+        active: bool,
+    ) -> Result<bool, amqprs::error::Error> {
         Ok(active)
     }
     async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {

@@ -74,15 +74,26 @@ impl TestServer {
     }
 
     /// `POST path` with a JSON body.
-    pub async fn post(&self, path: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
         self.call(Method::POST, path, Some(body), &[]).await
     }
 
     /// Sends raw bytes with a content type (for malformed-body tests).
-    pub async fn raw(&self, method: Method, path: &str, content_type: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
         use http_body_util::{BodyExt, Full};
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<bytes::Bytes>>();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<bytes::Bytes>>();
         let req = match http::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base_url, path))
@@ -101,8 +112,9 @@ impl TestServer {
             Ok(b) => b.to_bytes(),
             Err(e) => panic!("body: {e}"),
         };
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
         (status, value)
     }
 }

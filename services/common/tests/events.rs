@@ -2,6 +2,9 @@
 //! RabbitMQ bus (AMQP_URL). Each test skips with a note when its URL is unset and fails when the
 //! URL is set but the server is unreachable.
 
+// Tests may unwrap: a panic is the failure report (the workspace lint is for service code).
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +37,11 @@ impl EventBus for FlakyBus {
         self.inner.publish(event).await
     }
 
-    async fn subscribe(&self, queue: &str, patterns: &[&str]) -> Result<Box<dyn Subscription>, BusError> {
+    async fn subscribe(
+        &self,
+        queue: &str,
+        patterns: &[&str],
+    ) -> Result<Box<dyn Subscription>, BusError> {
         self.inner.subscribe(queue, patterns).await
     }
 }
@@ -50,8 +57,13 @@ async fn next_event(sub: &mut Box<dyn Subscription>) -> services_common::bus::De
 #[tokio::test]
 async fn outbox_events_written_while_the_broker_is_down_are_delivered_later() {
     let Some(db) = test_db().await else { return };
-    sqlx::query(OUTBOX_TABLE_SQL).execute(&db.pool).await.unwrap();
-    let events: Vec<Event> = (0..3).map(|i| Event::new("order.created", json!({"order_id": format!("o{i}")}))).collect();
+    sqlx::query(OUTBOX_TABLE_SQL)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..3)
+        .map(|i| Event::new("order.created", json!({"order_id": format!("o{i}")})))
+        .collect();
     {
         let mut tx = db.pool.begin().await.unwrap();
         for e in &events {
@@ -61,7 +73,11 @@ async fn outbox_events_written_while_the_broker_is_down_are_delivered_later() {
     }
     assert_eq!(outbox::unsent(&db.pool).await.unwrap(), 3);
 
-    let bus = Arc::new(FlakyBus { inner: InProcessBus::new(), failures: 2, attempts: AtomicUsize::new(0) });
+    let bus = Arc::new(FlakyBus {
+        inner: InProcessBus::new(),
+        failures: 2,
+        attempts: AtomicUsize::new(0),
+    });
     let mut sub = bus.subscribe("q", &["#"]).await.unwrap();
     let wake = Arc::new(Notify::new());
     let relay = Relay::new(db.pool.clone(), bus.clone(), wake.clone());
@@ -79,7 +95,10 @@ async fn outbox_events_written_while_the_broker_is_down_are_delivered_later() {
         (outbox::unsent(&db.pool).await.unwrap() == 0).then_some(())
     })
     .await;
-    assert!(bus.attempts.load(Ordering::SeqCst) >= 5, "two failures, then three sends");
+    assert!(
+        bus.attempts.load(Ordering::SeqCst) >= 5,
+        "two failures, then three sends"
+    );
 
     // A new row is picked up promptly once the store wakes the relay.
     let late = Event::new("payment.processed", json!({"order_id": "o9"}));
@@ -99,10 +118,15 @@ async fn rabbitmq_publish_consume_with_manual_acks() {
     let Some(url) = amqp_url() else { return };
     let exchange = unique_name("events_test");
     let queue = unique_name("q_test");
-    let bus = RabbitBus::connect(&url, &exchange).await.expect("AMQP_URL is set but RabbitMQ is unusable");
+    let bus = RabbitBus::connect(&url, &exchange)
+        .await
+        .expect("AMQP_URL is set but RabbitMQ is unusable");
     let mut sub = bus.subscribe(&queue, &["order.*", "saga.*"]).await.unwrap();
     let skipped = Event::new("payment.processed", json!({"order_id": "x"}));
-    let wanted = Event::new("order.created", json!({"order_id": "x", "total_amount": "59.98"}));
+    let wanted = Event::new(
+        "order.created",
+        json!({"order_id": "x", "total_amount": "59.98"}),
+    );
     bus.publish(&skipped).await.unwrap();
     bus.publish(&wanted).await.unwrap();
 
@@ -118,7 +142,11 @@ async fn rabbitmq_publish_consume_with_manual_acks() {
 
     let done = Event::new("saga.completed", json!({"order_id": "x"}));
     bus.publish(&done).await.unwrap();
-    assert_eq!(next_event(&mut again).await.event, done, "acked event is not redelivered");
+    assert_eq!(
+        next_event(&mut again).await.event,
+        done,
+        "acked event is not redelivered"
+    );
     drop(again);
     bus.delete_topology(&[&queue]).await.unwrap();
 }
@@ -127,17 +155,31 @@ async fn rabbitmq_publish_consume_with_manual_acks() {
 async fn outbox_relays_to_rabbitmq_with_confirms() {
     let Some(url) = amqp_url() else { return };
     let Some(db) = test_db().await else { return };
-    sqlx::query(OUTBOX_TABLE_SQL).execute(&db.pool).await.unwrap();
+    sqlx::query(OUTBOX_TABLE_SQL)
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let exchange = unique_name("events_test");
     let queue = unique_name("q_test");
-    let bus = Arc::new(RabbitBus::connect(&url, &exchange).await.expect("RabbitMQ unusable"));
+    let bus = Arc::new(
+        RabbitBus::connect(&url, &exchange)
+            .await
+            .expect("RabbitMQ unusable"),
+    );
     let mut sub = bus.subscribe(&queue, &["#"]).await.unwrap();
-    let e = Event::new("inventory.reserved", json!({"order_id": "r1", "quantity": 2}));
+    let e = Event::new(
+        "inventory.reserved",
+        json!({"order_id": "r1", "quantity": 2}),
+    );
     let mut conn = db.pool.acquire().await.unwrap();
     outbox::enqueue(&mut conn, &e).await.unwrap();
     drop(conn);
     let relay = Relay::new(db.pool.clone(), bus.clone(), Arc::new(Notify::new()));
-    assert_eq!(relay.relay_once().await.unwrap(), 1, "confirmed and marked sent");
+    assert_eq!(
+        relay.relay_once().await.unwrap(),
+        1,
+        "confirmed and marked sent"
+    );
     assert_eq!(outbox::unsent(&db.pool).await.unwrap(), 0);
     let got = next_event(&mut sub).await;
     assert_eq!(got.event, e);
@@ -151,6 +193,12 @@ async fn outbox_relays_to_rabbitmq_with_confirms() {
 async fn lazy_rabbit_bus_reports_an_unreachable_broker() {
     // Port 9 (discard) has no AMQP broker: publishing fails, it does not hang or panic.
     let bus = RabbitBus::lazy("amqp://guest:guest@127.0.0.1:9/%2f", "events");
-    let err = bus.publish(&Event::new("order.created", json!({}))).await.unwrap_err();
-    assert!(matches!(err, BusError::Unavailable(_) | BusError::Timeout), "{err}");
+    let err = bus
+        .publish(&Event::new("order.created", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BusError::Unavailable(_) | BusError::Timeout),
+        "{err}"
+    );
 }

@@ -49,10 +49,14 @@ pub enum StoreError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", m.clone())
+            Self::Validation(m) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                m.clone(),
+            ),
+            Self::NotFound(_) => {
+                error_response(StatusCode::NOT_FOUND, "not_found", self.to_string())
             }
-            Self::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", self.to_string()),
             Self::InsufficientStock { .. } => {
                 error_response(StatusCode::CONFLICT, "insufficient_stock", self.to_string())
             }

@@ -28,10 +28,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(relay.run(shutdown.clone().wait()));
     }
     tracing::info!(listen = %args.listen, "inventory-service listening");
-    serve(listener, inventory_service::app(service.state), async move {
-        shutdown_signal().await;
-        trigger.fire();
-    })
+    serve(
+        listener,
+        inventory_service::app(service.state),
+        async move {
+            shutdown_signal().await;
+            trigger.fire();
+        },
+    )
     .await?;
     Ok(())
 }

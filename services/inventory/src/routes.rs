@@ -22,7 +22,9 @@ pub(crate) async fn put_product(
         return Err(ApiError::Validation("stock must be >= 0".to_owned()));
     }
     if id.trim().is_empty() {
-        return Err(ApiError::Validation("product id must not be empty".to_owned()));
+        return Err(ApiError::Validation(
+            "product id must not be empty".to_owned(),
+        ));
     }
     Ok(Json(state.store.set_stock(&id, body.stock).await?))
 }

@@ -42,7 +42,11 @@ pub trait InventoryStore: Send + Sync + 'static {
     /// One product.
     async fn product(&self, product_id: &str) -> Result<Option<Product>, StoreError>;
     /// Holds units if there are enough; honours the idempotency key.
-    async fn reserve(&self, req: NewReservation, key: Option<String>) -> Result<ReserveOutcome, StoreError>;
+    async fn reserve(
+        &self,
+        req: NewReservation,
+        key: Option<String>,
+    ) -> Result<ReserveOutcome, StoreError>;
     /// One reservation.
     async fn reservation(&self, id: Uuid) -> Result<Option<Reservation>, StoreError>;
     /// Releases a reservation once; `None` when unknown, `bool` = released now.
@@ -109,7 +113,11 @@ impl InventoryStore for MemoryInventoryStore {
         Ok(self.lock().products.get(product_id).cloned())
     }
 
-    async fn reserve(&self, req: NewReservation, key: Option<String>) -> Result<ReserveOutcome, StoreError> {
+    async fn reserve(
+        &self,
+        req: NewReservation,
+        key: Option<String>,
+    ) -> Result<ReserveOutcome, StoreError> {
         let reservation = {
             let mut st = self.lock();
             if let Some(existing) = key
@@ -254,7 +262,11 @@ impl InventoryStore for PgInventoryStore {
         row.as_ref().map(product_from_row).transpose()
     }
 
-    async fn reserve(&self, req: NewReservation, key: Option<String>) -> Result<ReserveOutcome, StoreError> {
+    async fn reserve(
+        &self,
+        req: NewReservation,
+        key: Option<String>,
+    ) -> Result<ReserveOutcome, StoreError> {
         // A replay answers from the stored reservation, even if stock has run out since.
         if let Some(k) = &key {
             if let Some(existing) = self.by_key(k).await? {
@@ -276,10 +288,11 @@ impl InventoryStore for PgInventoryStore {
         .fetch_optional(&mut *tx)
         .await?;
         if held.is_none() {
-            let available: Option<i64> = sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
-                .bind(&req.product_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let available: Option<i64> =
+                sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+                    .bind(&req.product_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             return Ok(match available {
                 None => ReserveOutcome::NoProduct,
                 Some(available) => ReserveOutcome::Insufficient { available },
@@ -319,10 +332,12 @@ impl InventoryStore for PgInventoryStore {
     }
 
     async fn reservation(&self, id: Uuid) -> Result<Option<Reservation>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {R_COLUMNS} FROM reservations WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {R_COLUMNS} FROM reservations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(reservation_from_row).transpose()
     }
 

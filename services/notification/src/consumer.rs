@@ -33,7 +33,11 @@ pub struct Consumer {
 impl Consumer {
     /// Subscribes right away (so in-process events published from now on are seen); if the broker
     /// is down, [`Consumer::run`] keeps retrying.
-    pub async fn start(bus: Arc<dyn EventBus>, queue: &str, store: Arc<dyn NotificationStore>) -> Self {
+    pub async fn start(
+        bus: Arc<dyn EventBus>,
+        queue: &str,
+        store: Arc<dyn NotificationStore>,
+    ) -> Self {
         let current = match bus.subscribe(queue, &PATTERNS).await {
             Ok(s) => Some(s),
             Err(e) => {

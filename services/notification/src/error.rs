@@ -30,9 +30,11 @@ pub enum StoreError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", m.clone())
-            }
+            Self::Validation(m) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                m.clone(),
+            ),
             Self::Store(e) => {
                 tracing::error!(error = %e, "notification storage failed");
                 internal_error()

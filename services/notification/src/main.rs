@@ -26,10 +26,14 @@ async fn main() -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let consumer = tokio::spawn(service.consumer.run(shutdown));
     tracing::info!(listen = %args.listen, "notification-service listening");
-    serve(listener, notification_service::app(service.state), async move {
-        shutdown_signal().await;
-        trigger.fire();
-    })
+    serve(
+        listener,
+        notification_service::app(service.state),
+        async move {
+            shutdown_signal().await;
+            trigger.fire();
+        },
+    )
     .await?;
     consumer.await?;
     Ok(())

@@ -26,7 +26,9 @@ pub(crate) async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::Validation(format!("limit must be 1..={MAX_LIMIT}")));
+        return Err(ApiError::Validation(format!(
+            "limit must be 1..={MAX_LIMIT}"
+        )));
     }
     let items = state.store.list(q.order_id.as_deref(), limit).await?;
     Ok(Json(serde_json::json!({ "notifications": items })))

@@ -17,7 +17,11 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Stores `n` unless its event was recorded before; returns whether it was new.
     async fn record(&self, n: Notification) -> Result<bool, StoreError>;
     /// Notifications, oldest first, optionally for one order only.
-    async fn list(&self, order_id: Option<&str>, limit: i64) -> Result<Vec<Notification>, StoreError>;
+    async fn list(
+        &self,
+        order_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, StoreError>;
 }
 
 #[derive(Default)]
@@ -57,7 +61,11 @@ impl NotificationStore for MemoryNotificationStore {
         Ok(true)
     }
 
-    async fn list(&self, order_id: Option<&str>, limit: i64) -> Result<Vec<Notification>, StoreError> {
+    async fn list(
+        &self,
+        order_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, StoreError> {
         let st = self.lock();
         Ok(st
             .items
@@ -116,7 +124,11 @@ impl NotificationStore for PgNotificationStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn list(&self, order_id: Option<&str>, limit: i64) -> Result<Vec<Notification>, StoreError> {
+    async fn list(
+        &self,
+        order_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, event_id, event_type, order_id, message, event, created_at FROM notifications
              WHERE ($1::text IS NULL OR order_id = $1) ORDER BY seq LIMIT $2",

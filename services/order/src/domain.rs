@@ -211,7 +211,15 @@ mod tests {
         assert!(!Cancelled.can_become(Completed));
         assert!(!Completed.can_become(Pending));
         assert!(!Failed.can_become(Confirmed));
-        for s in [Pending, Confirmed, PaymentProcessing, PaymentCompleted, Completed, Cancelled, Failed] {
+        for s in [
+            Pending,
+            Confirmed,
+            PaymentProcessing,
+            PaymentCompleted,
+            Completed,
+            Cancelled,
+            Failed,
+        ] {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
         }
     }
@@ -225,6 +233,8 @@ mod tests {
             total_amount: Decimal::ZERO,
         };
         let err = req.validate().unwrap_err();
-        assert!(err.contains("customer_id") && err.contains("quantity") && err.contains("total_amount"));
+        assert!(
+            err.contains("customer_id") && err.contains("quantity") && err.contains("total_amount")
+        );
     }
 }

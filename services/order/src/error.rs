@@ -73,9 +73,11 @@ impl From<UpdateError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", m.clone())
-            }
+            Self::Validation(m) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                m.clone(),
+            ),
             Self::NotFound => error_response(StatusCode::NOT_FOUND, "not_found", self.to_string()),
             Self::InvalidTransition { .. } => {
                 error_response(StatusCode::CONFLICT, "invalid_transition", self.to_string())

@@ -31,7 +31,8 @@ pub struct Page {
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Stores a new pending order; with a key seen before, returns that order and `false`.
-    async fn create(&self, new: NewOrder, key: Option<String>) -> Result<(Order, bool), StoreError>;
+    async fn create(&self, new: NewOrder, key: Option<String>)
+        -> Result<(Order, bool), StoreError>;
     /// One order by id.
     async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
     /// A page of orders, newest first.
@@ -73,7 +74,11 @@ impl MemoryOrderStore {
 
 #[async_trait]
 impl OrderStore for MemoryOrderStore {
-    async fn create(&self, new: NewOrder, key: Option<String>) -> Result<(Order, bool), StoreError> {
+    async fn create(
+        &self,
+        new: NewOrder,
+        key: Option<String>,
+    ) -> Result<(Order, bool), StoreError> {
         let order = {
             let mut st = self.lock();
             if let Some(existing) = key
@@ -172,7 +177,11 @@ fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
 
 #[async_trait]
 impl OrderStore for PgOrderStore {
-    async fn create(&self, new: NewOrder, key: Option<String>) -> Result<(Order, bool), StoreError> {
+    async fn create(
+        &self,
+        new: NewOrder,
+        key: Option<String>,
+    ) -> Result<(Order, bool), StoreError> {
         let order = Order::new(new);
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(&format!(
@@ -239,12 +248,14 @@ impl OrderStore for PgOrderStore {
 
     async fn set_status(&self, id: Uuid, status: OrderStatus) -> Result<Order, UpdateError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(UpdateError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(UpdateError::NotFound)?;
         let mut order = order_from_row(&row)?;
         let previous = order.status;
         if !previous.can_become(status) {

@@ -113,7 +113,10 @@ impl DeclineRule {
     /// Why the processor refuses this charge, if it does.
     pub fn decline_reason(&self, req: &NewPaymentRequest) -> Option<String> {
         if req.amount > self.above {
-            return Some(format!("amount {} is above the limit {}", req.amount, self.above));
+            return Some(format!(
+                "amount {} is above the limit {}",
+                req.amount, self.above
+            ));
         }
         match &req.customer_id {
             Some(c) if c.starts_with(&self.customer_prefix) => {
@@ -189,7 +192,9 @@ mod tests {
         let rule = DeclineRule::default();
         assert_eq!(rule.decline_reason(&req("10000", None)), None);
         assert!(rule.decline_reason(&req("10000.01", None)).is_some());
-        assert!(rule.decline_reason(&req("5", Some("decline-bob"))).is_some());
+        assert!(rule
+            .decline_reason(&req("5", Some("decline-bob")))
+            .is_some());
         assert_eq!(rule.decline_reason(&req("5", Some("bob"))), None);
     }
 }

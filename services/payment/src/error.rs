@@ -50,13 +50,17 @@ pub enum StoreError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", m.clone())
-            }
+            Self::Validation(m) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                m.clone(),
+            ),
             Self::NotFound => error_response(StatusCode::NOT_FOUND, "not_found", self.to_string()),
-            Self::Declined { .. } => {
-                error_response(StatusCode::PAYMENT_REQUIRED, "payment_declined", self.to_string())
-            }
+            Self::Declined { .. } => error_response(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment_declined",
+                self.to_string(),
+            ),
             Self::NotRefundable(_) => {
                 error_response(StatusCode::CONFLICT, "not_refundable", self.to_string())
             }

@@ -50,7 +50,12 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Payment>, ApiError> {
-    state.store.get(id).await?.map(Json).ok_or(ApiError::NotFound)
+    state
+        .store
+        .get(id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
 }
 
 /// Query of `GET /payments`.

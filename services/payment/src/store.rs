@@ -33,7 +33,11 @@ pub enum RefundOutcome {
 #[async_trait]
 pub trait PaymentStore: Send + Sync + 'static {
     /// Stores `payment`, unless `key` was seen: then returns the stored one and `false`.
-    async fn create(&self, payment: Payment, key: Option<String>) -> Result<(Payment, bool), StoreError>;
+    async fn create(
+        &self,
+        payment: Payment,
+        key: Option<String>,
+    ) -> Result<(Payment, bool), StoreError>;
     /// One payment by id.
     async fn get(&self, id: Uuid) -> Result<Option<Payment>, StoreError>;
     /// The payments of one order, oldest first.
@@ -74,7 +78,11 @@ impl MemoryPaymentStore {
 
 #[async_trait]
 impl PaymentStore for MemoryPaymentStore {
-    async fn create(&self, payment: Payment, key: Option<String>) -> Result<(Payment, bool), StoreError> {
+    async fn create(
+        &self,
+        payment: Payment,
+        key: Option<String>,
+    ) -> Result<(Payment, bool), StoreError> {
         {
             let mut st = self.lock();
             if let Some(existing) = key
@@ -164,7 +172,11 @@ fn from_row(row: &PgRow) -> Result<Payment, StoreError> {
 
 #[async_trait]
 impl PaymentStore for PgPaymentStore {
-    async fn create(&self, payment: Payment, key: Option<String>) -> Result<(Payment, bool), StoreError> {
+    async fn create(
+        &self,
+        payment: Payment,
+        key: Option<String>,
+    ) -> Result<(Payment, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(&format!(
             "INSERT INTO payments ({COLUMNS}, idempotency_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)
@@ -223,10 +235,12 @@ impl PaymentStore for PgPaymentStore {
 
     async fn refund(&self, id: Uuid) -> Result<RefundOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1 FOR UPDATE"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
         else {
             return Ok(RefundOutcome::NotFound);
         };

@@ -64,9 +64,11 @@ pub enum StepError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", m.clone())
-            }
+            Self::Validation(m) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                m.clone(),
+            ),
             Self::NotFound => error_response(StatusCode::NOT_FOUND, "not_found", self.to_string()),
             Self::Store(_) | Self::Task(_) => {
                 tracing::error!(error = %self, "saga request failed");

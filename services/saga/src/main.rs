@@ -37,10 +37,14 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     tracing::info!(listen = %args.listen, "saga-orchestrator listening");
-    serve(listener, saga_orchestrator::app(service.state), async move {
-        shutdown_signal().await;
-        trigger.fire();
-    })
+    serve(
+        listener,
+        saga_orchestrator::app(service.state),
+        async move {
+            shutdown_signal().await;
+            trigger.fire();
+        },
+    )
     .await?;
     Ok(())
 }

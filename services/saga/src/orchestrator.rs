@@ -104,7 +104,11 @@ impl Orchestrator {
 
     /// Runs the next pending step (or finishes the saga) and saves.
     async fn forward(&self, saga: &mut Saga) -> Result<(), StoreError> {
-        let Some(idx) = saga.steps.iter().position(|s| s.status == StepStatus::Pending) else {
+        let Some(idx) = saga
+            .steps
+            .iter()
+            .position(|s| s.status == StepStatus::Pending)
+        else {
             saga.status = SagaStatus::Completed;
             return self.save_final(saga).await;
         };
@@ -141,7 +145,10 @@ impl Orchestrator {
             .iter()
             .rposition(|s| s.status == StepStatus::Completed)
         else {
-            let undone = saga.steps.iter().any(|s| s.status == StepStatus::Compensated);
+            let undone = saga
+                .steps
+                .iter()
+                .any(|s| s.status == StepStatus::Compensated);
             let stuck = saga
                 .steps
                 .iter()
@@ -179,7 +186,11 @@ impl Orchestrator {
             })
         };
         match step {
-            StepName::CreateOrder => self.services.create_order(req, &key).await.map(Output::Order),
+            StepName::CreateOrder => self
+                .services
+                .create_order(req, &key)
+                .await
+                .map(Output::Order),
             StepName::ReserveInventory => self
                 .services
                 .reserve(req, order()?, &key)
@@ -210,7 +221,9 @@ impl Orchestrator {
                 self.services.set_order_status(id, "cancelled", &key).await
             }
             StepName::ReserveInventory => {
-                let id = saga.reservation_id.ok_or_else(|| missing("reservation id"))?;
+                let id = saga
+                    .reservation_id
+                    .ok_or_else(|| missing("reservation id"))?;
                 self.services.release(id, &key).await
             }
             StepName::ProcessPayment => {

@@ -23,11 +23,21 @@ pub trait Services: Send + Sync + 'static {
     /// Creates the order; returns its id.
     async fn create_order(&self, req: &SagaRequest, key: &str) -> Result<Uuid, StepError>;
     /// Reserves stock for the order; returns the reservation id.
-    async fn reserve(&self, req: &SagaRequest, order_id: Uuid, key: &str) -> Result<Uuid, StepError>;
+    async fn reserve(
+        &self,
+        req: &SagaRequest,
+        order_id: Uuid,
+        key: &str,
+    ) -> Result<Uuid, StepError>;
     /// Charges the order's total; returns the payment id.
     async fn pay(&self, req: &SagaRequest, order_id: Uuid, key: &str) -> Result<Uuid, StepError>;
     /// Moves the order to `status` (`confirmed`, `cancelled`).
-    async fn set_order_status(&self, order_id: Uuid, status: &str, key: &str) -> Result<(), StepError>;
+    async fn set_order_status(
+        &self,
+        order_id: Uuid,
+        status: &str,
+        key: &str,
+    ) -> Result<(), StepError>;
     /// Releases a reservation.
     async fn release(&self, reservation_id: Uuid, key: &str) -> Result<(), StepError>;
     /// Refunds a payment.
@@ -61,7 +71,8 @@ impl Endpoints {
 
     /// From `lookup` (the environment): gateway default, per-service overrides.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let gateway = non_empty(lookup("GATEWAY_URL")).unwrap_or_else(|| DEFAULT_GATEWAY_URL.to_owned());
+        let gateway =
+            non_empty(lookup("GATEWAY_URL")).unwrap_or_else(|| DEFAULT_GATEWAY_URL.to_owned());
         let mut e = Self::via_gateway(&gateway);
         let trim = |s: String| s.trim_end_matches('/').to_owned();
         if let Some(u) = non_empty(lookup("ORDER_URL")) {
@@ -123,8 +134,15 @@ fn classify(service: &'static str, r: JsonResponse) -> Result<JsonResponse, Step
     if s.is_success() {
         return Ok(r);
     }
-    let text = |k: &str| r.body.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-    if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS {
+    let text = |k: &str| {
+        r.body
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS
+    {
         return Err(StepError::Unavailable {
             service,
             detail: format!("{s} {}", text("message")),
@@ -163,19 +181,32 @@ impl Services for HttpServices {
             "total_amount": amount(req.total_amount),
         });
         let r = self
-            .call("order", Method::POST, format!("{}/orders", self.endpoints.order), Some(body), key)
+            .call(
+                "order",
+                Method::POST,
+                format!("{}/orders", self.endpoints.order),
+                Some(body),
+                key,
+            )
             .await?;
         id_of("order", &r)
     }
 
-    async fn reserve(&self, req: &SagaRequest, order_id: Uuid, key: &str) -> Result<Uuid, StepError> {
+    async fn reserve(
+        &self,
+        req: &SagaRequest,
+        order_id: Uuid,
+        key: &str,
+    ) -> Result<Uuid, StepError> {
         let body = serde_json::json!({
             "product_id": req.product_id,
             "quantity": req.quantity,
             "order_id": order_id,
         });
         let url = format!("{}/reservations", self.endpoints.inventory);
-        let r = self.call("inventory", Method::POST, url, Some(body), key).await?;
+        let r = self
+            .call("inventory", Method::POST, url, Some(body), key)
+            .await?;
         id_of("inventory", &r)
     }
 
@@ -186,20 +217,29 @@ impl Services for HttpServices {
             "customer_id": req.customer_id,
         });
         let url = format!("{}/payments", self.endpoints.payment);
-        let r = self.call("payment", Method::POST, url, Some(body), key).await?;
+        let r = self
+            .call("payment", Method::POST, url, Some(body), key)
+            .await?;
         id_of("payment", &r)
     }
 
-    async fn set_order_status(&self, order_id: Uuid, status: &str, key: &str) -> Result<(), StepError> {
+    async fn set_order_status(
+        &self,
+        order_id: Uuid,
+        status: &str,
+        key: &str,
+    ) -> Result<(), StepError> {
         let url = format!("{}/orders/{order_id}", self.endpoints.order);
         let body = serde_json::json!({ "status": status });
-        self.call("order", Method::PATCH, url, Some(body), key).await?;
+        self.call("order", Method::PATCH, url, Some(body), key)
+            .await?;
         Ok(())
     }
 
     async fn release(&self, reservation_id: Uuid, key: &str) -> Result<(), StepError> {
         let url = format!("{}/reservations/{reservation_id}", self.endpoints.inventory);
-        self.call("inventory", Method::DELETE, url, None, key).await?;
+        self.call("inventory", Method::DELETE, url, None, key)
+            .await?;
         Ok(())
     }
 
@@ -217,7 +257,9 @@ mod tests {
 
     #[test]
     fn endpoints_default_to_the_gateway_with_overrides() {
-        let env: HashMap<&str, &str> = [("PAYMENT_URL", "http://127.0.0.1:9/")].into_iter().collect();
+        let env: HashMap<&str, &str> = [("PAYMENT_URL", "http://127.0.0.1:9/")]
+            .into_iter()
+            .collect();
         let e = Endpoints::from_lookup(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!(e.order, "http://127.0.0.1:8000/order");
         assert_eq!(e.inventory, "http://127.0.0.1:8000/inventory");
@@ -231,8 +273,17 @@ mod tests {
             body: serde_json::json!({"error": "payment_declined", "message": "no"}),
         };
         assert!(classify("p", r(201)).is_ok());
-        assert!(matches!(classify("p", r(402)), Err(StepError::Rejected { status: 402, .. })));
-        assert!(matches!(classify("p", r(503)), Err(StepError::Unavailable { .. })));
-        assert!(matches!(classify("p", r(429)), Err(StepError::Unavailable { .. })));
+        assert!(matches!(
+            classify("p", r(402)),
+            Err(StepError::Rejected { status: 402, .. })
+        ));
+        assert!(matches!(
+            classify("p", r(503)),
+            Err(StepError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            classify("p", r(429)),
+            Err(StepError::Unavailable { .. })
+        ));
     }
 }

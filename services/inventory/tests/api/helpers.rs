@@ -39,7 +39,9 @@ pub(crate) async fn spawn_app(backend: Backend) -> Option<TestApp> {
         Backend::Postgres => {
             let db = test_db().await?;
             let wake = Arc::new(Notify::new());
-            let store = PgInventoryStore::new(db.pool.clone(), wake.clone()).await.unwrap();
+            let store = PgInventoryStore::new(db.pool.clone(), wake.clone())
+                .await
+                .unwrap();
             tokio::spawn(Relay::new(db.pool.clone(), bus, wake).run(shutdown.wait()));
             (
                 AppState {

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use notification_service::consumer::Consumer;
-use notification_service::store::{MemoryNotificationStore, NotificationStore, PgNotificationStore};
+use notification_service::store::{
+    MemoryNotificationStore, NotificationStore, PgNotificationStore,
+};
 use notification_service::AppState;
 use services_common::bus::EventBus;
 use services_common::server::{Shutdown, ShutdownTrigger};
@@ -23,29 +25,48 @@ impl std::ops::Deref for TestApp {
     }
 }
 
-pub(crate) async fn spawn_app(backend: Backend, bus: Arc<dyn EventBus>, queue: &str) -> Option<TestApp> {
+pub(crate) async fn spawn_app(
+    backend: Backend,
+    bus: Arc<dyn EventBus>,
+    queue: &str,
+) -> Option<TestApp> {
     let (store, db): (Arc<dyn NotificationStore>, _) = match backend {
         Backend::Memory => (Arc::new(MemoryNotificationStore::new()), None),
         Backend::Postgres => {
             let db = test_db().await?;
-            (Arc::new(PgNotificationStore::new(db.pool.clone()).await.unwrap()), Some(db))
+            (
+                Arc::new(PgNotificationStore::new(db.pool.clone()).await.unwrap()),
+                Some(db),
+            )
         }
     };
     let (stop, shutdown) = Shutdown::new();
     let consumer = Consumer::start(bus, queue, store.clone()).await;
     let consumer = tokio::spawn(consumer.run(shutdown));
     let server = TestServer::spawn(notification_service::app(AppState { store })).await;
-    Some(TestApp { server, db, stop, consumer })
+    Some(TestApp {
+        server,
+        db,
+        stop,
+        consumer,
+    })
 }
 
 impl TestApp {
     /// Polls (bounded) until `path` lists exactly `n` notifications; returns them.
     pub(crate) async fn wait_for(&self, path: &str, n: usize) -> Vec<serde_json::Value> {
-        eventually(std::time::Duration::from_secs(15), &format!("{n} notifications at {path}"), || async {
-            let (_, body) = self.get(path).await;
-            let items = body["notifications"].as_array().cloned().unwrap_or_default();
-            (items.len() == n).then_some(items)
-        })
+        eventually(
+            std::time::Duration::from_secs(15),
+            &format!("{n} notifications at {path}"),
+            || async {
+                let (_, body) = self.get(path).await;
+                let items = body["notifications"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                (items.len() == n).then_some(items)
+            },
+        )
         .await
     }
 

@@ -40,7 +40,9 @@ pub(crate) async fn spawn_app(backend: Backend) -> Option<TestApp> {
         Backend::Postgres => {
             let db = test_db().await?;
             let wake = Arc::new(Notify::new());
-            let store = PgOrderStore::new(db.pool.clone(), wake.clone()).await.unwrap();
+            let store = PgOrderStore::new(db.pool.clone(), wake.clone())
+                .await
+                .unwrap();
             tokio::spawn(Relay::new(db.pool.clone(), bus, wake).run(shutdown.wait()));
             (
                 AppState {

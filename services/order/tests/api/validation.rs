@@ -9,7 +9,13 @@ use crate::helpers::{order_body, spawn_app};
 #[tokio::test]
 async fn business_rules_are_422() {
     let app = spawn_app(Backend::Memory).await.unwrap();
-    for (field, value) in [("quantity", json!(0)), ("quantity", json!(-1)), ("total_amount", json!("0")), ("total_amount", json!(-5)), ("customer_id", json!(""))] {
+    for (field, value) in [
+        ("quantity", json!(0)),
+        ("quantity", json!(-1)),
+        ("total_amount", json!("0")),
+        ("total_amount", json!(-5)),
+        ("customer_id", json!("")),
+    ] {
         let mut body = order_body();
         body[field] = value;
         let (status, err) = app.post("/orders", body).await;
@@ -35,7 +41,9 @@ async fn missing_fields_and_wrong_types_are_422_json() {
 #[tokio::test]
 async fn malformed_json_is_400_json() {
     let app = spawn_app(Backend::Memory).await.unwrap();
-    let (status, err) = app.raw(Method::POST, "/orders", "application/json", "{not json").await;
+    let (status, err) = app
+        .raw(Method::POST, "/orders", "application/json", "{not json")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"], "malformed_json");
     let (status, err) = app.raw(Method::POST, "/orders", "text/plain", "{}").await;
@@ -51,7 +59,14 @@ async fn bad_uuid_and_unknown_status_and_route() {
     assert_eq!(err["error"], "invalid_path");
     let (_, order) = app.post("/orders", order_body()).await;
     let path = format!("/orders/{}", order["id"].as_str().unwrap());
-    let (status, err) = app.call(Method::PATCH, &path, Some(json!({"status": "shipped"})), &[]).await;
+    let (status, err) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({"status": "shipped"})),
+            &[],
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["error"], "invalid_body");
     let (status, err) = app.get("/nope").await;

@@ -47,7 +47,9 @@ pub(crate) async fn world(backend: Backend) -> Option<World> {
     }))
     .await;
     let inventory = TestServer::spawn(inventory_service::app(inventory_service::AppState {
-        store: Arc::new(inventory_service::store::MemoryInventoryStore::new(bus.clone())),
+        store: Arc::new(inventory_service::store::MemoryInventoryStore::new(
+            bus.clone(),
+        )),
     }))
     .await;
     let payment = TestServer::spawn(payment_service::app(payment_service::AppState {
@@ -69,7 +71,9 @@ pub(crate) async fn world(backend: Backend) -> Option<World> {
         db,
         memory: Arc::new(MemorySagaStore::new(bus.clone())),
     };
-    let orch = w.orchestrator(Arc::new(HttpServices::new(w.endpoints.clone()))).await;
+    let orch = w
+        .orchestrator(Arc::new(HttpServices::new(w.endpoints.clone())))
+        .await;
     w.saga = TestServer::spawn(saga_orchestrator::app(AppState { orchestrator: orch })).await;
     Some(w)
 }
@@ -80,7 +84,11 @@ impl World {
     pub(crate) async fn store(&self) -> Arc<dyn SagaStore> {
         match &self.db {
             None => self.memory.clone(),
-            Some(db) => Arc::new(PgSagaStore::new(db.pool.clone(), Arc::new(Notify::new())).await.unwrap()),
+            Some(db) => Arc::new(
+                PgSagaStore::new(db.pool.clone(), Arc::new(Notify::new()))
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 
@@ -95,7 +103,12 @@ impl World {
     pub(crate) async fn seed(&self, product: &str, stock: i64) {
         let (status, body) = self
             .inventory
-            .call(Method::PUT, &format!("/products/{product}"), Some(serde_json::json!({"stock": stock})), &[])
+            .call(
+                Method::PUT,
+                &format!("/products/{product}"),
+                Some(serde_json::json!({"stock": stock})),
+                &[],
+            )
             .await;
         assert!(status.is_success(), "{body}");
     }
@@ -103,7 +116,10 @@ impl World {
     /// (stock, reserved) of a product.
     pub(crate) async fn stock(&self, product: &str) -> (i64, i64) {
         let (_, p) = self.inventory.get(&format!("/products/{product}")).await;
-        (p["stock"].as_i64().unwrap(), p["reserved"].as_i64().unwrap())
+        (
+            p["stock"].as_i64().unwrap(),
+            p["reserved"].as_i64().unwrap(),
+        )
     }
 
     pub(crate) async fn order_status(&self, order_id: &str) -> String {
@@ -113,7 +129,10 @@ impl World {
 
     /// Statuses of every payment attempt for an order.
     pub(crate) async fn payments(&self, order_id: &str) -> Vec<String> {
-        let (_, body) = self.payment.get(&format!("/payments?order_id={order_id}")).await;
+        let (_, body) = self
+            .payment
+            .get(&format!("/payments?order_id={order_id}"))
+            .await;
         body["payments"]
             .as_array()
             .unwrap()
@@ -163,7 +182,14 @@ pub(crate) struct Faulty {
 impl Faulty {
     pub(crate) fn new(inner: Arc<dyn Services>, fault: Fault) -> (Arc<Self>, Arc<Notify>) {
         let reached = Arc::new(Notify::new());
-        (Arc::new(Self { inner, fault, reached: reached.clone() }), reached)
+        (
+            Arc::new(Self {
+                inner,
+                fault,
+                reached: reached.clone(),
+            }),
+            reached,
+        )
     }
 
     async fn around<T: Send>(
@@ -198,22 +224,41 @@ impl Faulty {
 #[async_trait]
 impl Services for Faulty {
     async fn create_order(&self, req: &SagaRequest, key: &str) -> Result<Uuid, StepError> {
-        self.around("create_order", self.inner.create_order(req, key)).await
+        self.around("create_order", self.inner.create_order(req, key))
+            .await
     }
-    async fn reserve(&self, req: &SagaRequest, order_id: Uuid, key: &str) -> Result<Uuid, StepError> {
-        self.around("reserve", self.inner.reserve(req, order_id, key)).await
+    async fn reserve(
+        &self,
+        req: &SagaRequest,
+        order_id: Uuid,
+        key: &str,
+    ) -> Result<Uuid, StepError> {
+        self.around("reserve", self.inner.reserve(req, order_id, key))
+            .await
     }
     async fn pay(&self, req: &SagaRequest, order_id: Uuid, key: &str) -> Result<Uuid, StepError> {
         self.around("pay", self.inner.pay(req, order_id, key)).await
     }
-    async fn set_order_status(&self, order_id: Uuid, status: &str, key: &str) -> Result<(), StepError> {
-        let op = if status == "confirmed" { "confirm" } else { "cancel" };
-        self.around(op, self.inner.set_order_status(order_id, status, key)).await
+    async fn set_order_status(
+        &self,
+        order_id: Uuid,
+        status: &str,
+        key: &str,
+    ) -> Result<(), StepError> {
+        let op = if status == "confirmed" {
+            "confirm"
+        } else {
+            "cancel"
+        };
+        self.around(op, self.inner.set_order_status(order_id, status, key))
+            .await
     }
     async fn release(&self, reservation_id: Uuid, key: &str) -> Result<(), StepError> {
-        self.around("release", self.inner.release(reservation_id, key)).await
+        self.around("release", self.inner.release(reservation_id, key))
+            .await
     }
     async fn refund(&self, payment_id: Uuid, key: &str) -> Result<(), StepError> {
-        self.around("refund", self.inner.refund(payment_id, key)).await
+        self.around("refund", self.inner.refund(payment_id, key))
+            .await
     }
 }

@@ -34,7 +34,9 @@ async fn crash_and_resume(w: &World, fault: Fault, customer: &str) -> Saga {
 }
 
 async fn killed_before_payment_then_completes(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 10).await;
     let saga = crash_and_resume(&w, Fault::HangBefore("pay"), "c1").await;
     assert_eq!(saga.status, SagaStatus::Completed, "{saga:?}");
@@ -47,19 +49,27 @@ async fn killed_before_payment_then_completes(backend: Backend) {
 }
 
 async fn killed_after_charging_does_not_charge_twice(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 10).await;
     // The payment service charged, but the orchestrator died before saving that step.
     let saga = crash_and_resume(&w, Fault::HangAfter("pay"), "c1").await;
     assert_eq!(saga.status, SagaStatus::Completed);
     let order_id = saga.order_id.unwrap().to_string();
-    assert_eq!(w.payments(&order_id).await, ["completed"], "charged exactly once");
+    assert_eq!(
+        w.payments(&order_id).await,
+        ["completed"],
+        "charged exactly once"
+    );
     assert_eq!(w.stock("p1").await, (8, 2));
     w.cleanup().await;
 }
 
 async fn killed_after_reserving_does_not_reserve_twice(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 10).await;
     let saga = crash_and_resume(&w, Fault::HangAfter("reserve"), "c1").await;
     assert_eq!(saga.status, SagaStatus::Completed);
@@ -69,7 +79,9 @@ async fn killed_after_reserving_does_not_reserve_twice(backend: Backend) {
 }
 
 async fn killed_while_compensating_then_compensated(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 10).await;
     // Declined, then killed while releasing the stock.
     let saga = crash_and_resume(&w, Fault::HangBefore("release"), "decline-dan").await;

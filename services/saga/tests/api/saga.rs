@@ -14,16 +14,25 @@ fn step_statuses(saga: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["status"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    v.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
 }
 
 async fn success_confirms_the_order(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 10).await;
     let (status, saga) = w
         .saga
@@ -33,20 +42,30 @@ async fn success_confirms_the_order(backend: Backend) {
     assert_eq!(saga["status"], "completed", "{saga}");
     assert_eq!(
         step_statuses(&saga),
-        pairs(&[("create_order", "completed"), ("reserve_inventory", "completed"), ("process_payment", "completed"), ("confirm_order", "completed")])
+        pairs(&[
+            ("create_order", "completed"),
+            ("reserve_inventory", "completed"),
+            ("process_payment", "completed"),
+            ("confirm_order", "completed")
+        ])
     );
     let order_id = saga["order_id"].as_str().unwrap();
     assert_eq!(w.order_status(order_id).await, "confirmed");
     assert_eq!(w.stock("p1").await, (8, 2));
     assert_eq!(w.payments(order_id).await, ["completed"]);
-    let (status, fetched) = w.saga.get(&format!("/saga/{}", saga["saga_id"].as_str().unwrap())).await;
+    let (status, fetched) = w
+        .saga
+        .get(&format!("/saga/{}", saga["saga_id"].as_str().unwrap()))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, saga);
     w.cleanup().await;
 }
 
 async fn decline_compensates(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 10).await;
     for body in [
         json!({"customer_id": "decline-bob", "product_id": "p1", "quantity": 3, "total_amount": 30}),
@@ -57,9 +76,20 @@ async fn decline_compensates(backend: Backend) {
         assert_eq!(saga["status"], "compensated", "{saga}");
         assert_eq!(
             step_statuses(&saga),
-            pairs(&[("create_order", "compensated"), ("reserve_inventory", "compensated"), ("process_payment", "failed"), ("confirm_order", "pending")])
+            pairs(&[
+                ("create_order", "compensated"),
+                ("reserve_inventory", "compensated"),
+                ("process_payment", "failed"),
+                ("confirm_order", "pending")
+            ])
         );
-        assert!(saga["steps"][2]["error"].as_str().unwrap().contains("payment_declined"), "{saga}");
+        assert!(
+            saga["steps"][2]["error"]
+                .as_str()
+                .unwrap()
+                .contains("payment_declined"),
+            "{saga}"
+        );
         let order_id = saga["order_id"].as_str().unwrap();
         assert_eq!(w.order_status(order_id).await, "cancelled");
         assert_eq!(w.stock("p1").await, (10, 0), "stock back");
@@ -69,15 +99,31 @@ async fn decline_compensates(backend: Backend) {
 }
 
 async fn out_of_stock_compensates(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 1).await;
-    let (_, saga) = w.saga.post("/saga/execute", json!({"customer_id": "c1", "product_id": "p1", "quantity": 5, "total_amount": 5})).await;
+    let (_, saga) = w
+        .saga
+        .post(
+            "/saga/execute",
+            json!({"customer_id": "c1", "product_id": "p1", "quantity": 5, "total_amount": 5}),
+        )
+        .await;
     assert_eq!(saga["status"], "compensated", "{saga}");
     assert_eq!(
         step_statuses(&saga),
-        pairs(&[("create_order", "compensated"), ("reserve_inventory", "failed"), ("process_payment", "pending"), ("confirm_order", "pending")])
+        pairs(&[
+            ("create_order", "compensated"),
+            ("reserve_inventory", "failed"),
+            ("process_payment", "pending"),
+            ("confirm_order", "pending")
+        ])
     );
-    assert!(saga["error"].as_str().unwrap().contains("insufficient_stock"));
+    assert!(saga["error"]
+        .as_str()
+        .unwrap()
+        .contains("insufficient_stock"));
     let order_id = saga["order_id"].as_str().unwrap();
     assert_eq!(w.order_status(order_id).await, "cancelled");
     assert_eq!(w.stock("p1").await, (1, 0));
@@ -86,7 +132,9 @@ async fn out_of_stock_compensates(backend: Backend) {
 }
 
 async fn failing_last_step_refunds_the_payment(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     w.seed("p1", 10).await;
     let (faulty, _) = Faulty::new(w.http_services(), Fault::Reject("confirm"));
     let orch = w.orchestrator(faulty).await;
@@ -100,7 +148,9 @@ async fn failing_last_step_refunds_the_payment(backend: Backend) {
 }
 
 async fn nothing_done_is_failed(backend: Backend) {
-    let Some(w) = world(backend).await else { return };
+    let Some(w) = world(backend).await else {
+        return;
+    };
     let (faulty, _) = Faulty::new(w.http_services(), Fault::Reject("create_order"));
     let orch = w.orchestrator(faulty).await;
     let saga = orch.execute(request("c1", "p1", 1, "1")).await.unwrap();
@@ -120,10 +170,19 @@ services_common::backend_tests!(
 #[tokio::test]
 async fn bad_input_is_rejected_before_any_step() {
     let w = world(Backend::Memory).await.unwrap();
-    let (status, err) = w.saga.post("/saga/execute", json!({"customer_id": "c1", "product_id": "p1", "quantity": 0, "total_amount": 5})).await;
+    let (status, err) = w
+        .saga
+        .post(
+            "/saga/execute",
+            json!({"customer_id": "c1", "product_id": "p1", "quantity": 0, "total_amount": 5}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["error"], "validation_error");
-    let (status, err) = w.saga.post("/saga/execute", json!({"customer_id": "c1"})).await;
+    let (status, err) = w
+        .saga
+        .post("/saga/execute", json!({"customer_id": "c1"}))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["error"], "invalid_body");
     assert_eq!(w.order_count().await, 0);
@@ -140,7 +199,11 @@ async fn unreachable_services_fail_cleanly() {
     let w = world(Backend::Memory).await.unwrap();
     // Nothing listens on port 9 (discard) on a test machine: every call is a connect error.
     let dead = saga_orchestrator::services::Endpoints::via_gateway("http://127.0.0.1:9");
-    let orch = w.orchestrator(Arc::new(saga_orchestrator::services::HttpServices::new(dead))).await;
+    let orch = w
+        .orchestrator(Arc::new(saga_orchestrator::services::HttpServices::new(
+            dead,
+        )))
+        .await;
     let saga = orch.execute(request("c1", "p1", 1, "1")).await.unwrap();
     assert_eq!(saga.status.as_str(), "failed");
     assert!(saga.error.unwrap().contains("unavailable"));
