@@ -180,11 +180,11 @@ measure() {
     local tag="$name-w$workers" i rps_list=() ok_total=0 err_total=0 j
     local c0="" c1="" c2="" c3="" ok secs errs
 
+    upstream_counts
+    local up0=$UPA upr0=$UPR
     log "$tag: warmup $WARMUP"
     run_oha "$TMP/$tag-warmup.json" -c "$CONNS" -z "$WARMUP" "$url" || true
 
-    upstream_counts
-    local up0=$UPA upr0=$UPR
     [[ -n "$pid" ]] && c0=$(cpu_ticks "$pid")
     for i in $(seq "$REPEATS"); do
         log "$tag: throughput run $i/$REPEATS ($CONNS conns, $DURATION)"
@@ -236,7 +236,8 @@ measure() {
 
 # ---- upstreams -------------------------------------------------------------------
 log "temp dir $TMP"
-log "machine: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "machine: $(nproc) cpus, load average $LOAD_START"
 start_upstreams
 
 start_proxy() { # name workers; pid in $LAST_PID
@@ -291,6 +292,13 @@ for name in $PROXIES; do
 done
 
 # ---- table -------------------------------------------------------------------------
-python3 "$HERE/table.py" "$RESULTS" "$CONNS" "$DURATION" "$REPEATS" "$RATE" "$RATE_CONNS" "$RATE_DURATION" "$HOLD_CONNS" >"$TMP/table.md"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), load average $LOAD_START at start, $LOAD_END at end."
+    echo "Versions: $(oha --version 2>/dev/null | head -n 1); $(nginx -v 2>&1); $(haproxy -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3)."
+    [[ -x "$GATEWAY_BIN" ]] && echo "Gateway: $GATEWAY_BIN (built $(date -u -r "$GATEWAY_BIN" +%FT%TZ)), repo HEAD $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')."
+    echo
+} >"$TMP/table.md"
+python3 "$HERE/table.py" "$RESULTS" "$CONNS" "$DURATION" "$REPEATS" "$RATE" "$RATE_CONNS" "$RATE_DURATION" "$HOLD_CONNS" >>"$TMP/table.md"
 echo
 cat "$TMP/table.md"

@@ -62,13 +62,14 @@ print()
 print(f"**Resources.** CPU: utime+stime of the proxy (all threads/processes) per request served, "
       f"at saturation (the throughput runs) and at {rate} req/s (10 µs/req = 1 CPU s per 100k requests). "
       f"Peak RSS: VmHWM (summed over nginx's master and workers) after the load runs, and with {hold} "
-      "client connections open. Upstream conns: connections the two upstreams accepted during warmup + "
-      "throughput runs, against the requests served.")
+      "client connections open. Upstream conns: connections the two upstreams accepted from just before the "
+      "warmup to the end of the throughput runs, against the requests they served in that time (for direct, "
+      "oha's own connections).")
 print()
 print(f"| target | workers | CPU µs/req (sat) | × nginx | CPU µs/req (@{rate}/s) | × nginx | peak RSS MB | peak RSS MB (+{hold} conns) | upstream conns / requests | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in measured:
-    reqs, upc = f(r["reqs"]), f(r["up_conns"])
+    reqs, upc = f(r["up_reqs"]), f(r["up_conns"])
     up = "%d / %d (%.3f%%)" % (upc, reqs, 100 * upc / reqs) if reqs else "–"
     hold_note = "" if r["hold_ok"] in ("", hold) else f" ({r['hold_ok']}/{hold} answered)"
     print(f"| {r['proxy']} | {r['workers']} | {dash(r['cpu_us_sat'])} | {ratio(r['cpu_us_sat'], ng(r, 'cpu_us_sat'))} "

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Profile the gateway on the benchmark's hot path: starts the two nginx upstreams
+# and target/release/gateway (bench-gateway.toml), drives it with oha, and records
+# it with `perf record -g` (or, with TOOL=callgrind, runs it under valgrind
+# --tool=callgrind for instruction counts). Prints the top of the report.
+#
+#   load-tests/profile.sh                        # perf, 64 conns, 10 s, 1 worker
+#   TOOL=callgrind DURATION=5s load-tests/profile.sh
+# Environment: WORKERS [1], CONNS [64], DURATION [10s], TOOL [perf|callgrind],
+#   OUT_DIR (keep perf.data / callgrind.out and the report), TOP [40].
+# The release profile keeps line tables (debug = "line-tables-only"), so symbols resolve.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LT_NAME=profile
+. "$HERE/lib.sh"
+
+WORKERS=${WORKERS:-1}
+CONNS=${CONNS:-64}
+DURATION=${DURATION:-10s}
+TOOL=${TOOL:-perf}
+TOP=${TOP:-40}
+need_tools oha nginx curl ss
+check_ports $UP1 $UP2 $ST1 $ST2 $PROXY_PORT $ADMIN_PORT
+[[ -x "$GATEWAY_BIN" ]] || die "$GATEWAY_BIN not found: cargo build --release -p gateway"
+
+start_upstreams
+case $TOOL in
+perf)
+    need_tools perf
+    start_gateway "$WORKERS"
+    gw=$LAST_PID
+    log "perf record on pid $gw while oha runs $DURATION"
+    start_bg perf perf record -F 999 -g --call-graph dwarf,16384 -o "$TMP/perf.data" -p "$gw"
+    perf_pid=$LAST_PID
+    sleep 1
+    timeout 600 oha --no-tui -c "$CONNS" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    perf report -i "$TMP/perf.data" --no-children -g none --percent-limit 0.5 --stdio --sort dso,symbol 2>/dev/null |
+        grep -v '^$' | grep -E '^ +[0-9]' | head -n "$TOP" | tee "$TMP/report.txt"
+    ;;
+callgrind)
+    need_tools valgrind
+    start_bg gateway-callgrind valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
+        "$GATEWAY_BIN" --config "$GATEWAY_CONFIG" --workers "$WORKERS"
+    gw=$LAST_PID
+    wait_http "http://127.0.0.1:$PROXY_PORT/" 60 || die "gateway under valgrind did not start"
+    timeout 600 oha --no-tui -c "$CONNS" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
+    stop_pid "$gw"
+    callgrind_annotate "$TMP/callgrind.out" 2>/dev/null | head -n $((TOP + 20)) | tee "$TMP/report.txt"
+    ;;
+*) die "TOOL must be perf or callgrind" ;;
+esac
