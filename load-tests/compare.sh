@@ -234,6 +234,16 @@ measure() {
     log "$tag: median ${median} req/s (runs ${rps_list[*]}), p99 ${p99} ms, cpu ${cpu_sat:-n/a} us/req, upstream conns $upc for $ok_total reqs, errors $err_total"
 }
 
+# The gateway binary is copied into the temp dir first, so a rebuild during the
+# run (cargo replaces target/release/gateway) cannot mix two builds in one table.
+GATEWAY_NOTE=""
+if [[ " $PROXIES " == *" gateway "* && -x "$GATEWAY_BIN" ]]; then
+    GATEWAY_NOTE="$GATEWAY_BIN built $(date -u -r "$GATEWAY_BIN" +%FT%TZ), sha256 $(sha256sum "$GATEWAY_BIN" | cut -c1-12)"
+    cp "$GATEWAY_BIN" "$TMP/gateway-bin"
+    GATEWAY_BIN=$TMP/gateway-bin
+    log "gateway: $GATEWAY_NOTE"
+fi
+
 # ---- upstreams -------------------------------------------------------------------
 log "temp dir $TMP"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -296,7 +306,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 {
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), load average $LOAD_START at start, $LOAD_END at end."
     echo "Versions: $(oha --version 2>/dev/null | head -n 1); $(nginx -v 2>&1); $(haproxy -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3)."
-    [[ -x "$GATEWAY_BIN" ]] && echo "Gateway: $GATEWAY_BIN (built $(date -u -r "$GATEWAY_BIN" +%FT%TZ)), repo HEAD $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')."
+    [[ -n "$GATEWAY_NOTE" ]] && echo "Gateway: $GATEWAY_NOTE; repo HEAD at the end of the run $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')."
     echo
 } >"$TMP/table.md"
 python3 "$HERE/table.py" "$RESULTS" "$CONNS" "$DURATION" "$REPEATS" "$RATE" "$RATE_CONNS" "$RATE_DURATION" "$HOLD_CONNS" >>"$TMP/table.md"

@@ -48,6 +48,7 @@ lt_cleanup() {
         kill -KILL "$pid" 2>/dev/null
     done
     wait 2>/dev/null
+    rm -f "$TMP/gateway-bin" # compare.sh's copy of the binary: not worth keeping
     if [[ -n "${OUT_DIR:-}" ]]; then
         mkdir -p "$OUT_DIR" && cp -r "$TMP"/. "$OUT_DIR"/ 2>/dev/null && log "raw results copied to $OUT_DIR"
     fi
