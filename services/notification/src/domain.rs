@@ -46,6 +46,12 @@ impl Notification {
             "payment.refunded" => format!("Payment for {subject} was refunded."),
             "inventory.reserved" => format!("Items for {subject} are set aside."),
             "inventory.released" => format!("Items for {subject} were released."),
+            "inventory.updated" => format!(
+                "Stock of product {} is now {}.",
+                event.data.get("product_id").and_then(|p| p.as_str()).unwrap_or("?"),
+                event.data.get("stock").map(|s| s.to_string()).unwrap_or_default()
+            ),
+            "saga.failed" => format!("{subject} failed."),
             "saga.completed" => format!("{subject} is confirmed."),
             "saga.compensated" => format!("{subject} could not be completed and was rolled back."),
             other => format!("{other} for {subject}."),
