@@ -48,8 +48,16 @@ impl Notification {
             "inventory.released" => format!("Items for {subject} were released."),
             "inventory.updated" => format!(
                 "Stock of product {} is now {}.",
-                event.data.get("product_id").and_then(|p| p.as_str()).unwrap_or("?"),
-                event.data.get("stock").map(|s| s.to_string()).unwrap_or_default()
+                event
+                    .data
+                    .get("product_id")
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("?"),
+                event
+                    .data
+                    .get("stock")
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
             ),
             "saga.failed" => format!("{subject} failed."),
             "saga.completed" => format!("{subject} is confirmed."),
