@@ -70,6 +70,10 @@ pub struct Reservation {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Largest stock or quantity accepted: far above any real stock, far below i64 overflow even
+/// when stock is reset while units are reserved.
+pub const MAX_UNITS: i64 = 1_000_000_000_000;
+
 /// Body of `PUT /products/{id}`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SetStock {
@@ -98,6 +102,9 @@ impl NewReservation {
         }
         if self.quantity <= 0 {
             problems.push("quantity must be greater than 0");
+        }
+        if self.quantity > MAX_UNITS {
+            problems.push("quantity is too large");
         }
         if problems.is_empty() {
             Ok(self)

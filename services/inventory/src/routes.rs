@@ -7,7 +7,7 @@ use services_common::http_error::idempotency_key;
 use services_common::{ApiJson, ApiPath};
 use uuid::Uuid;
 
-use crate::domain::{NewReservation, Product, Reservation, SetStock};
+use crate::domain::{NewReservation, Product, Reservation, SetStock, MAX_UNITS};
 use crate::error::ApiError;
 use crate::store::ReserveOutcome;
 use crate::AppState;
@@ -18,8 +18,10 @@ pub(crate) async fn put_product(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SetStock>,
 ) -> Result<Json<Product>, ApiError> {
-    if body.stock < 0 {
-        return Err(ApiError::Validation("stock must be >= 0".to_owned()));
+    if !(0..=MAX_UNITS).contains(&body.stock) {
+        return Err(ApiError::Validation(format!(
+            "stock must be between 0 and {MAX_UNITS}"
+        )));
     }
     if id.trim().is_empty() {
         return Err(ApiError::Validation(

@@ -40,6 +40,10 @@ impl SagaRequest {
         if self.quantity <= 0 {
             problems.push("quantity must be greater than 0");
         }
+        // Far above any real order, far below overflow in stock arithmetic.
+        if self.quantity > 1_000_000_000 {
+            problems.push("quantity is too large");
+        }
         if self.total_amount <= Decimal::ZERO {
             problems.push("total_amount must be greater than 0");
         }
