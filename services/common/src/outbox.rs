@@ -34,6 +34,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// How long sent rows are kept (for audit and debugging) before the relay prunes them.
+const RETENTION_SECS: i64 = 24 * 3600;
+/// How often the relay prunes sent rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// Why a relay round stopped early.
 #[derive(Debug, Error)]
 pub enum RelayError {
@@ -126,6 +131,17 @@ impl Relay {
         }
     }
 
+    /// Deletes rows sent longer than the retention ago; returns how many.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1::double precision)",
+        )
+        .bind(RETENTION_SECS as f64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Runs rounds until `shutdown` resolves: immediately while there is a backlog, on wake-up or
     /// poll otherwise, and with exponential backoff after failures.
     pub async fn run<F>(self, shutdown: F)
@@ -134,7 +150,14 @@ impl Relay {
     {
         tokio::pin!(shutdown);
         let mut backoff = BACKOFF_MIN;
+        let mut last_prune = tokio::time::Instant::now();
         loop {
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                if let Err(e) = self.prune().await {
+                    tracing::warn!(error = %e, "pruning the outbox failed");
+                }
+            }
             let wait = match self.relay_once().await {
                 Ok(n) if n as i64 >= BATCH => {
                     backoff = BACKOFF_MIN;

@@ -110,6 +110,14 @@ async fn outbox_events_written_while_the_broker_is_down_are_delivered_later() {
 
     stop.fire();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    // Recently sent rows are kept; old ones are pruned.
+    let relay = Relay::new(db.pool.clone(), bus.clone(), wake);
+    assert_eq!(relay.prune().await.unwrap(), 0);
+    sqlx::query("UPDATE outbox SET sent_at = now() - interval '2 days'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(relay.prune().await.unwrap(), 4);
     db.cleanup().await;
 }
 
