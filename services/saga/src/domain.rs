@@ -149,6 +149,10 @@ pub struct Step {
     /// Why it (or its undo) failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A failed step whose outcome is unknown (no definitive answer): the service may have acted,
+    /// so compensation replays it under the same key to learn its result and undo it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
 }
 
 /// A saga instance: persisted after every step so a restarted orchestrator can finish it.
@@ -195,6 +199,7 @@ impl Saga {
                     name,
                     status: StepStatus::Pending,
                     error: None,
+                    uncertain: false,
                 })
                 .collect(),
             error: None,

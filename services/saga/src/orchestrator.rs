@@ -130,6 +130,7 @@ impl Orchestrator {
             Err(e) => {
                 tracing::warn!(saga_id = %saga.saga_id, step = step.as_str(), error = %e, "saga step failed; compensating");
                 saga.steps[idx].status = StepStatus::Failed;
+                saga.steps[idx].uncertain = matches!(e, StepError::Unavailable { .. });
                 saga.steps[idx].error = Some(e.to_string());
                 saga.error = Some(e.to_string());
                 saga.status = SagaStatus::Compensating;
@@ -138,13 +139,11 @@ impl Orchestrator {
         self.save(saga).await
     }
 
-    /// Undoes the last completed step (or finishes the saga) and saves.
+    /// Undoes the last completed (or uncertain) step, or finishes the saga, and saves.
     async fn backward(&self, saga: &mut Saga) -> Result<(), StoreError> {
-        let Some(idx) = saga
-            .steps
-            .iter()
-            .rposition(|s| s.status == StepStatus::Completed)
-        else {
+        let Some(idx) = saga.steps.iter().rposition(|s| {
+            s.status == StepStatus::Completed || (s.status == StepStatus::Failed && s.uncertain)
+        }) else {
             let undone = saga
                 .steps
                 .iter()
@@ -161,6 +160,9 @@ impl Orchestrator {
             return self.save_final(saga).await;
         };
         let step = saga.steps[idx].name;
+        if saga.steps[idx].uncertain {
+            return self.settle(saga, idx).await;
+        }
         let result = with_retry(self.retry.undo_attempts, self.retry.base_delay, || {
             self.undo_step(saga, step)
         })
@@ -171,6 +173,36 @@ impl Orchestrator {
                 tracing::error!(saga_id = %saga.saga_id, step = step.as_str(), error = %e, "compensation failed");
                 saga.steps[idx].status = StepStatus::CompensationFailed;
                 saga.steps[idx].error = Some(e.to_string());
+            }
+        }
+        self.save(saga).await
+    }
+
+    /// Learns the outcome of a step that failed without a definitive answer by replaying it
+    /// under the same idempotency key: if it took effect (now or before), it becomes a completed
+    /// step that the next round undoes; if refused, there is nothing to undo.
+    async fn settle(&self, saga: &mut Saga, idx: usize) -> Result<(), StoreError> {
+        let step = saga.steps[idx].name;
+        let result = with_retry(self.retry.undo_attempts, self.retry.base_delay, || {
+            self.run_step(saga, step)
+        })
+        .await;
+        saga.steps[idx].uncertain = false;
+        match result {
+            Ok(output) => {
+                saga.steps[idx].status = StepStatus::Completed;
+                match output {
+                    Output::Order(id) => saga.order_id = Some(id),
+                    Output::Reservation(id) => saga.reservation_id = Some(id),
+                    Output::Payment(id) => saga.payment_id = Some(id),
+                    Output::Confirmed => {}
+                }
+            }
+            Err(StepError::Rejected { .. }) => {}
+            Err(e) => {
+                tracing::error!(saga_id = %saga.saga_id, step = step.as_str(), error = %e, "cannot learn a step's outcome");
+                saga.steps[idx].status = StepStatus::CompensationFailed;
+                saga.steps[idx].error = Some(format!("outcome unknown: {e}"));
             }
         }
         self.save(saga).await

@@ -170,6 +170,8 @@ pub(crate) enum Fault {
     HangAfter(&'static str),
     /// The named operation is refused with a 4xx.
     Reject(&'static str),
+    /// The named operation runs, but its first `n` answers are lost (a timeout, say).
+    LoseAnswers(&'static str, usize),
 }
 
 /// Wraps the real services and injects one fault; `reached` fires when the fault triggers.
@@ -177,6 +179,7 @@ pub(crate) struct Faulty {
     pub(crate) inner: Arc<dyn Services>,
     pub(crate) fault: Fault,
     pub(crate) reached: Arc<Notify>,
+    calls: std::sync::atomic::AtomicUsize,
 }
 
 impl Faulty {
@@ -187,6 +190,7 @@ impl Faulty {
                 inner,
                 fault,
                 reached: reached.clone(),
+                calls: std::sync::atomic::AtomicUsize::new(0),
             }),
             reached,
         )
@@ -206,6 +210,17 @@ impl Faulty {
                 let _ = call.await;
                 self.reached.notify_one();
                 std::future::pending().await
+            }
+            Fault::LoseAnswers(o, n) if o == op => {
+                let result = call.await;
+                if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                    let _ = result;
+                    return Err(StepError::Unavailable {
+                        service: "test",
+                        detail: format!("{op}: answer lost"),
+                    });
+                }
+                result
             }
             Fault::Reject(o) if o == op => {
                 self.reached.notify_one();

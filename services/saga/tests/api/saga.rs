@@ -147,6 +147,28 @@ async fn failing_last_step_refunds_the_payment(backend: Backend) {
     w.cleanup().await;
 }
 
+async fn lost_payment_answer_is_settled_and_refunded(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
+    w.seed("p1", 10).await;
+    // The charge happens but both forward attempts lose the answer (fast_retry: 2 attempts):
+    // compensation replays the call under the same key, learns the payment and refunds it.
+    let (faulty, _) = Faulty::new(w.http_services(), Fault::LoseAnswers("pay", 2));
+    let orch = w.orchestrator(faulty).await;
+    let saga = orch.execute(request("c1", "p1", 2, "20")).await.unwrap();
+    assert_eq!(saga.status.as_str(), "compensated", "{saga:?}");
+    let order_id = saga.order_id.unwrap().to_string();
+    assert_eq!(
+        w.payments(&order_id).await,
+        ["refunded"],
+        "charged once, refunded"
+    );
+    assert_eq!(w.stock("p1").await, (10, 0));
+    assert_eq!(w.order_status(&order_id).await, "cancelled");
+    w.cleanup().await;
+}
+
 async fn nothing_done_is_failed(backend: Backend) {
     let Some(w) = world(backend).await else {
         return;
@@ -164,6 +186,7 @@ services_common::backend_tests!(
     decline_compensates,
     out_of_stock_compensates,
     failing_last_step_refunds_the_payment,
+    lost_payment_answer_is_settled_and_refunded,
     nothing_done_is_failed,
 );
 
