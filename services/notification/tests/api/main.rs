@@ -6,3 +6,4 @@
 mod helpers;
 mod notifications;
 mod rabbitmq;
+mod redelivery;
