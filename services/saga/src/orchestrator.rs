@@ -70,8 +70,21 @@ impl Orchestrator {
 
     /// Persists a new saga for `request`, then drives it to the end.
     pub async fn execute(&self, request: SagaRequest) -> Result<Saga, StoreError> {
-        let saga = Saga::new(request);
-        self.store.save(&saga, &[]).await?;
+        self.execute_once(request, None).await
+    }
+
+    /// Like [`Orchestrator::execute`], but a `key` seen before returns that saga as it stands
+    /// instead of starting another (a client or gateway retrying `POST /saga/execute`).
+    pub async fn execute_once(
+        &self,
+        request: SagaRequest,
+        key: Option<&str>,
+    ) -> Result<Saga, StoreError> {
+        let (saga, created) = self.store.create(&Saga::new(request), key).await?;
+        if !created {
+            tracing::info!(saga_id = %saga.saga_id, "saga replayed for a repeated Idempotency-Key");
+            return Ok(saga);
+        }
         tracing::info!(saga_id = %saga.saga_id, "saga started");
         self.drive(saga).await
     }

@@ -19,6 +19,8 @@ use crate::error::StoreError;
 /// What the orchestrator needs from storage.
 #[async_trait]
 pub trait SagaStore: Send + Sync + 'static {
+    /// Stores a new saga, unless `key` names an existing one: then returns that one and `false`.
+    async fn create(&self, saga: &Saga, key: Option<&str>) -> Result<(Saga, bool), StoreError>;
     /// Inserts or overwrites the saga, and records `events` with it.
     async fn save(&self, saga: &Saga, events: &[Event]) -> Result<(), StoreError>;
     /// One saga.
@@ -30,6 +32,7 @@ pub trait SagaStore: Send + Sync + 'static {
 /// In-memory sagas: the embedded default (progress survives only as long as the process).
 pub struct MemorySagaStore {
     sagas: Mutex<HashMap<Uuid, Saga>>,
+    keys: Mutex<HashMap<String, Uuid>>,
     bus: Arc<dyn EventBus>,
 }
 
@@ -38,6 +41,7 @@ impl MemorySagaStore {
     pub fn new(bus: Arc<dyn EventBus>) -> Self {
         Self {
             sagas: Mutex::default(),
+            keys: Mutex::default(),
             bus,
         }
     }
@@ -52,6 +56,24 @@ impl MemorySagaStore {
 
 #[async_trait]
 impl SagaStore for MemorySagaStore {
+    async fn create(&self, saga: &Saga, key: Option<&str>) -> Result<(Saga, bool), StoreError> {
+        if let Some(k) = key {
+            let mut keys = match self.keys.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if let Some(existing) = keys.get(k).and_then(|id| self.lock().get(id).cloned()) {
+                return Ok((existing, false));
+            }
+            keys.insert(k.to_owned(), saga.saga_id);
+            // Stored while the key lock is held, so a concurrent duplicate finds it.
+            self.lock().insert(saga.saga_id, saga.clone());
+            return Ok((saga.clone(), true));
+        }
+        self.lock().insert(saga.saga_id, saga.clone());
+        Ok((saga.clone(), true))
+    }
+
     async fn save(&self, saga: &Saga, events: &[Event]) -> Result<(), StoreError> {
         self.lock().insert(saga.saga_id, saga.clone());
         for e in events {
@@ -95,6 +117,34 @@ impl PgSagaStore {
 
 #[async_trait]
 impl SagaStore for PgSagaStore {
+    async fn create(&self, saga: &Saga, key: Option<&str>) -> Result<(Saga, bool), StoreError> {
+        let state = serde_json::to_value(saga)?;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO sagas (id, status, state, created_at, updated_at, idempotency_key)
+             VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(saga.saga_id)
+        .bind(saga.status.as_str())
+        .bind(state)
+        .bind(saga.created_at)
+        .bind(saga.updated_at)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            tx.commit().await?;
+            return Ok((saga.clone(), true));
+        }
+        let existing: serde_json::Value =
+            sqlx::query_scalar("SELECT state FROM sagas WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok((serde_json::from_value(existing)?, false))
+    }
+
     async fn save(&self, saga: &Saga, events: &[Event]) -> Result<(), StoreError> {
         let state = serde_json::to_value(saga)?;
         let mut tx = self.pool.begin().await?;

@@ -181,7 +181,35 @@ async fn nothing_done_is_failed(backend: Backend) {
     w.cleanup().await;
 }
 
+async fn execute_honours_idempotency_key(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
+    w.seed("p1", 10).await;
+    let body = json!({"customer_id": "c1", "product_id": "p1", "quantity": 1, "total_amount": 10});
+    let key = [("Idempotency-Key", "checkout-42")];
+    let (_, a) = w
+        .saga
+        .call(
+            http::Method::POST,
+            "/saga/execute",
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    let (_, b) = w
+        .saga
+        .call(http::Method::POST, "/saga/execute", Some(body), &key)
+        .await;
+    assert_eq!(a["status"], "completed");
+    assert_eq!(a["saga_id"], b["saga_id"]);
+    assert_eq!(w.order_count().await, 1);
+    assert_eq!(w.stock("p1").await, (9, 1));
+    w.cleanup().await;
+}
+
 services_common::backend_tests!(
+    execute_honours_idempotency_key,
     success_confirms_the_order,
     decline_compensates,
     out_of_stock_compensates,
