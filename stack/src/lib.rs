@@ -17,6 +17,9 @@ use tokio::task::JoinSet;
 /// Longest wait for everything to stop after shutdown: above the gateway's default 30 s grace.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
+/// How long start-up waits for the services before resuming sagas in flight anyway.
+const RESUME_WAIT: Duration = Duration::from_secs(60);
+
 /// Why the stack could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -216,7 +219,7 @@ pub async fn run(
     });
     // Finishing sagas a previous run left in flight is one-off work, not a component.
     tokio::spawn(async move {
-        if let Err(e) = orchestrator.resume_all().await {
+        if let Err(e) = orchestrator.resume_when_ready(RESUME_WAIT).await {
             tracing::error!(error = %e, "resuming sagas failed");
         }
     });

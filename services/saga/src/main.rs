@@ -7,6 +7,9 @@ use saga_orchestrator::services::Endpoints;
 use services_common::config::Settings;
 use services_common::server::{serve, shutdown_signal, Shutdown};
 
+/// How long start-up waits for the services before resuming sagas in flight anyway.
+const RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(about = "The saga orchestrator")]
@@ -32,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let orchestrator = service.state.orchestrator.clone();
     tokio::spawn(async move {
-        if let Err(e) = orchestrator.resume_all().await {
+        if let Err(e) = orchestrator.resume_when_ready(RESUME_WAIT).await {
             tracing::error!(error = %e, "resuming sagas failed");
         }
     });

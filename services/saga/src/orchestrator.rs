@@ -89,6 +89,23 @@ impl Orchestrator {
         self.drive(saga).await
     }
 
+    /// Waits (at most `limit`) for the services to answer their health checks, then resumes
+    /// every saga in flight: at start-up the gateway or a service may still be coming up, and
+    /// resuming into a dead service would compensate sagas that could have completed.
+    pub async fn resume_when_ready(&self, limit: Duration) -> Result<Vec<Saga>, StoreError> {
+        // Health polling interval while waiting for the services.
+        const POLL: Duration = Duration::from_millis(500);
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.services.ready().await {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(?limit, "services still not ready; resuming sagas anyway");
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.resume_all().await
+    }
+
     /// Drives every saga left running or compensating (after a restart); returns them finished.
     pub async fn resume_all(&self) -> Result<Vec<Saga>, StoreError> {
         let pending = self.store.in_flight().await?;

@@ -42,6 +42,11 @@ pub trait Services: Send + Sync + 'static {
     async fn release(&self, reservation_id: Uuid, key: &str) -> Result<(), StepError>;
     /// Refunds a payment.
     async fn refund(&self, payment_id: Uuid, key: &str) -> Result<(), StepError>;
+
+    /// Whether every service answers its health check right now.
+    async fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// Where the three services live.
@@ -247,6 +252,21 @@ impl Services for HttpServices {
         let url = format!("{}/payments/{payment_id}/refund", self.endpoints.payment);
         self.call("payment", Method::POST, url, None, key).await?;
         Ok(())
+    }
+
+    async fn ready(&self) -> bool {
+        for base in [
+            &self.endpoints.order,
+            &self.endpoints.inventory,
+            &self.endpoints.payment,
+        ] {
+            let url = format!("{base}/health");
+            match self.client.send(Method::GET, &url, None, &[]).await {
+                Ok(r) if r.status.is_success() => {}
+                _ => return false,
+            }
+        }
+        true
     }
 }
 

@@ -24,10 +24,13 @@ async fn crash_and_resume(w: &World, fault: Fault, customer: &str) -> Saga {
     let restarted = w.orchestrator(w.http_services()).await;
     let in_flight = restarted.store().in_flight().await.unwrap();
     assert_eq!(in_flight.len(), 1, "the killed saga is left in flight");
-    let mut resumed = tokio::time::timeout(Duration::from_secs(30), restarted.resume_all())
-        .await
-        .expect("resume took too long")
-        .unwrap();
+    let mut resumed = tokio::time::timeout(
+        Duration::from_secs(30),
+        restarted.resume_when_ready(Duration::from_secs(10)),
+    )
+    .await
+    .expect("resume took too long")
+    .unwrap();
     assert_eq!(resumed.len(), 1);
     assert!(restarted.store().in_flight().await.unwrap().is_empty());
     resumed.remove(0)
