@@ -90,6 +90,20 @@ async fn the_stack_serves_the_seed_flows_through_the_gateway() {
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(order["status"], "pending");
 
+    // Idempotency-Key travels through the gateway: a retried create returns the same order.
+    let body = json!({"customer_id": "c9", "product_id": "p1", "quantity": 1, "total_amount": 5});
+    let url = format!("{base}/order/orders");
+    let headers = [("Idempotency-Key", "e2e-1")];
+    let first = client
+        .send(Method::POST, &url, Some(&body), &headers)
+        .await
+        .unwrap();
+    let again = client
+        .send(Method::POST, &url, Some(&body), &headers)
+        .await
+        .unwrap();
+    assert_eq!(first.body["id"], again.body["id"]);
+
     let (status, saga) = call(
         Method::POST,
         "/saga/execute",
