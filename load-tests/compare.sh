@@ -140,10 +140,16 @@ port, n, max_secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 socks, ok = [], 0
 req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: hold\r\n\r\n"
 for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    socks.append(s)
+    try:
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    except OSError as e:
+        print("connect failed:", e, file=sys.stderr)
+        break
 for s in socks:
-    s.sendall(req)
+    try:
+        s.sendall(req)
+    except OSError:
+        pass
 for s in socks:
     try:
         buf = b""

@@ -2,7 +2,7 @@
 //   k6 run load-tests/k6/smoke.js           (BASE_URL=http://127.0.0.1:8000)
 // Exits non-zero (99) when any check fails (threshold checks rate==1).
 import http from 'k6/http';
-import { check, group } from 'k6';
+import { check, group, sleep } from 'k6';
 import { BASE_URL, amount, orderBody, params, parse, runId } from './lib.js';
 
 export const options = {
@@ -104,11 +104,21 @@ export default function () {
 
   group('notification', () => {
     const orderId = saga && saga.order_id ? saga.order_id : (order && order.id) || `smoke-order-${id}`;
-    const res = http.get(`${BASE_URL}/notification/notifications?order_id=${encodeURIComponent(orderId)}`,
-      params('GET /notification/notifications'));
+    // Events are delivered asynchronously: poll for up to ~3 s.
+    let res = null;
+    let list = [];
+    for (let i = 0; i < 15; i += 1) {
+      res = http.get(`${BASE_URL}/notification/notifications?order_id=${encodeURIComponent(orderId)}`,
+        params('GET /notification/notifications'));
+      const body = parse(res);
+      list = Array.isArray(body) ? body : (body && body.notifications) || [];
+      if (res.status !== 200 || list.length > 0) break;
+      sleep(0.2);
+    }
     check(res, {
       'GET /notification/notifications: 200': (r) => r.status === 200,
       'GET /notification/notifications: JSON': (r) => parse(r) !== null,
+      'GET /notification/notifications: the saga order has notifications': () => list.length > 0,
     });
   });
 
