@@ -4,13 +4,15 @@
 # Starts two fast nginx upstreams on 127.0.0.1:18081/18082, then, one at a time,
 # each proxy on 127.0.0.1:18090 (round-robin over the two upstreams, keep-alive
 # upstream connections, no access log), and measures for each:
-#   - throughput at $CONNS keep-alive connections (oha, $DURATION, median of $REPEATS)
-#   - latency p50/p99/p99.9 at a fixed rate ($RATE req/s for $RATE_DURATION)
+#   - throughput at $CONNS keep-alive connections (oha, $DURATION, median of $REPEATS rounds)
+#   - latency p50/p99/p99.9 at a fixed rate ($RATE req/s for $RATE_DURATION, median of the rounds)
 #   - CPU time of the proxy process (all its processes/threads) per request,
 #     at saturation and at the fixed rate (utime+stime from /proc/<pid>/stat)
 #   - peak RSS (VmHWM) after the load runs, and with $HOLD_CONNS open client connections
 #   - upstream connections opened (stub_status "accepts" of the upstreams) per request
 # and prints a markdown table with ratios to direct and to nginx.
+# The targets are interleaved: each of the $REPEATS rounds runs every target once,
+# in a rotated order, so background noise on a shared machine spreads evenly.
 #
 # All traffic goes to 127.0.0.1. Every run is bounded in time. Everything started
 # here is stopped on exit; all generated configs and logs live in a mktemp dir.
@@ -179,65 +181,51 @@ while time.time() < deadline:
     time.sleep(0.2)
 PY
 
-# ---- measure one target --------------------------------------------------------
-# measure name workers pid port   (pid empty for direct)
-measure() {
-    local name=$1 workers=$2 pid=$3 port=$4 url="http://127.0.0.1:$4/"
-    local tag="$name-w$workers" i rps_list=() ok_total=0 err_total=0 j
-    local c0="" c1="" c2="" c3="" ok secs errs
+# ---- one round of one target ----------------------------------------------------
+# measure_round name workers pid port round   (pid empty for direct)
+# Appends one row to $ROUNDS. The hold phase runs in the last round only.
+ROUNDS=$TMP/rounds.tsv
+printf 'proxy\tworkers\tround\tok\tsecs\terrors\tticks_sat\trate_ok\trate_secs\tticks_rate\tp50_ms\tp99_ms\tp999_ms\trss_load_kb\trss_hold_kb\thold_ok\tup_conns\tup_reqs\n' >"$ROUNDS"
+measure_round() {
+    local name=$1 workers=$2 pid=$3 port=$4 round=$5 url="http://127.0.0.1:$4/"
+    local tag="$name-w$workers-r$round"
+    local c0=0 c1=0 c2=0 c3=0 ok secs errs
 
     upstream_counts
     local up0=$UPA upr0=$UPR
-    log "$tag: warmup $WARMUP"
     run_oha "$TMP/$tag-warmup.json" -c "$CONNS" -z "$WARMUP" "$url" || true
 
     [[ -n "$pid" ]] && c0=$(cpu_ticks "$pid")
-    for i in $(seq "$REPEATS"); do
-        log "$tag: throughput run $i/$REPEATS ($CONNS conns, $DURATION)"
-        run_oha "$TMP/$tag-tput-$i.json" -c "$CONNS" -z "$DURATION" "$url" || return 1
-        read -r ok secs _ _ _ errs < <(oha_stats "$TMP/$tag-tput-$i.json")
-        rps_list+=("$(python3 -c "print('%.0f' % ($ok / $secs))")")
-        ok_total=$((ok_total + ok)); err_total=$((err_total + errs))
-    done
+    run_oha "$TMP/$tag-tput.json" -c "$CONNS" -z "$DURATION" "$url" || return 1
     [[ -n "$pid" ]] && c1=$(cpu_ticks "$pid")
+    read -r ok secs _ _ _ errs < <(oha_stats "$TMP/$tag-tput.json")
     upstream_counts
     local upc=$((UPA - up0)) upr=$((UPR - upr0))
-    local rss_load=""
-    [[ -n "$pid" ]] && rss_load=$(hwm_kb "$pid")
 
-    log "$tag: fixed rate $RATE req/s ($RATE_CONNS conns, $RATE_DURATION)"
     [[ -n "$pid" ]] && c2=$(cpu_ticks "$pid")
     run_oha "$TMP/$tag-rate.json" -c "$RATE_CONNS" -q "$RATE" -z "$RATE_DURATION" "$url" || return 1
     [[ -n "$pid" ]] && c3=$(cpu_ticks "$pid")
     local rok rsecs p50 p99 p999 rerrs
     read -r rok rsecs p50 p99 p999 rerrs < <(oha_stats "$TMP/$tag-rate.json")
-    err_total=$((err_total + rerrs))
+    local rss_load=""
+    [[ -n "$pid" ]] && rss_load=$(hwm_kb "$pid")
 
     local rss_hold="" hold_ok=""
-    log "$tag: holding $HOLD_CONNS open connections"
-    python3 "$HOLDER" "$port" "$HOLD_CONNS" 60 >"$TMP/$tag-hold.out" 2>&1 &
-    local hpid=$!
-    PIDS+=("$hpid")
-    for _ in $(seq 300); do grep -q ready "$TMP/$tag-hold.out" 2>/dev/null && break; sleep 0.1; done
-    sleep "$HOLD_SECS"
-    hold_ok=$(awk '/ready/ {print $2}' "$TMP/$tag-hold.out")
-    [[ -n "$pid" ]] && rss_hold=$(hwm_kb "$pid")
-    [[ -n "$pid" ]] && log "$tag: RSS now $(rss_kb "$pid") kB with the connections open"
-    stop_pid "$hpid"
-
-    local cpu_sat="" cpu_rate=""
-    if [[ -n "$pid" ]]; then
-        cpu_sat=$(python3 -c "print('%.2f' % (($c1 - $c0) / $CLK_TCK * 1e6 / max($ok_total, 1)))")
-        cpu_rate=$(python3 -c "print('%.2f' % (($c3 - $c2) / $CLK_TCK * 1e6 / max($rok, 1)))")
+    if ((round == REPEATS)); then
+        python3 "$HOLDER" "$port" "$HOLD_CONNS" 60 >"$TMP/$tag-hold.out" 2>&1 &
+        local hpid=$!
+        PIDS+=("$hpid")
+        for _ in $(seq 300); do grep -q ready "$TMP/$tag-hold.out" 2>/dev/null && break; sleep 0.1; done
+        sleep "$HOLD_SECS"
+        hold_ok=$(awk '/ready/ {print $2}' "$TMP/$tag-hold.out")
+        [[ -n "$pid" ]] && rss_hold=$(hwm_kb "$pid")
+        [[ -n "$pid" ]] && log "$tag: RSS $(rss_kb "$pid") kB with $HOLD_CONNS connections open (${hold_ok:-0} answered)"
+        stop_pid "$hpid"
     fi
-    local median
-    median=$(printf '%s\n' "${rps_list[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    local rate_ach; rate_ach=$(python3 -c "print('%.0f' % ($rok / $rsecs))")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$name" "$workers" "$median" "$(IFS=,; echo "${rps_list[*]}")" "$p50" "$p99" "$p999" \
-        "$cpu_sat" "$cpu_rate" "$rss_load" "$rss_hold" "$hold_ok" "$upc" "$upr" "$ok_total" \
-        "$err_total" "$rate_ach" >>"$RESULTS"
-    log "$tag: median ${median} req/s (runs ${rps_list[*]}), p99 ${p99} ms, cpu ${cpu_sat:-n/a} us/req, upstream conns $upc for $ok_total reqs, errors $err_total"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$name" "$workers" "$round" "$ok" "$secs" "$((errs + rerrs))" "$((c1 - c0))" "$rok" "$rsecs" \
+        "$((c3 - c2))" "$p50" "$p99" "$p999" "$rss_load" "$rss_hold" "$hold_ok" "$upc" "$upr" >>"$ROUNDS"
+    log "$tag: $(python3 -c "print('%.0f' % ($ok / $secs))") req/s; at $RATE req/s p99 $p99 ms; upstream conns $upc; errors $((errs + rerrs))"
 }
 
 # The gateway binary is copied into the temp dir first, so a rebuild during the
@@ -274,38 +262,90 @@ start_proxy() { # name workers; pid in $LAST_PID
     esac
 }
 
+# Targets, interleaved: every round runs each target once (throughput, then the
+# fixed rate), in an order rotated by one each round, so that drift in the
+# background load of a shared machine hits every target alike instead of whichever
+# happened to run during a noisy minute. Each proxy is started fresh for each round.
+TARGETS=()
 for name in $PROXIES; do
-    if [[ $name == direct ]]; then
-        measure direct - "" "$UP1"
-        continue
-    fi
-    if [[ $name == gateway && ! -x "$GATEWAY_BIN" ]]; then
-        log "gateway: $GATEWAY_BIN not built (cargo build --release -p gateway); row pending"
-        printf 'gateway\t-\tpending\n' >>"$RESULTS"
-        continue
-    fi
-    for w in $WORKERS; do
+    case $name in
+    direct) TARGETS+=("direct:-") ;;
+    nginx | haproxy | gateway)
+        if [[ $name == gateway && ! -x "$GATEWAY_BIN" ]]; then
+            log "gateway: $GATEWAY_BIN not built (cargo build --release -p gateway); row pending"
+            printf 'gateway\t-\tpending\n' >>"$RESULTS"
+            continue
+        fi
+        for w in $WORKERS; do TARGETS+=("$name:$w"); done
+        ;;
+    *) die "unknown target $name (PROXIES: direct nginx haproxy gateway)" ;;
+    esac
+done
+((${#TARGETS[@]})) || die "nothing to measure"
+n=${#TARGETS[@]}
+per_round=$(python3 -c "import re
+d=lambda v: sum(int(x)*{'ms':0.001,'s':1,'m':60,'h':3600}[u] for x,u in re.findall(r'(\d+)(ms|s|m|h)', v))
+print(int(d('$WARMUP') + d('$DURATION') + d('$RATE_DURATION') + 2))")
+log "${#TARGETS[@]} targets x $REPEATS rounds, about $((n * REPEATS * per_round / 60 + 1)) min"
+
+for round in $(seq "$REPEATS"); do
+    for ((k = 0; k < n; k++)); do
+        t=${TARGETS[$(((k + round - 1) % n))]}
+        name=${t%%:*} w=${t#*:}
+        if [[ $name == direct ]]; then
+            measure_round direct - "" "$UP1" "$round" || log "direct: round $round failed"
+            continue
+        fi
         start_proxy "$name" "$w"
         pid=$LAST_PID
         if ! wait_http "http://127.0.0.1:$PROXY_PORT/" 15; then
             log "$name-w$w did not become ready: $(tail -n 5 "$TMP/$name-w$w.log")"
             stop_pid "$pid"
-            printf '%s\t%s\tfailed\n' "$name" "$w" >>"$RESULTS"
             continue
         fi
         if [[ $name == gateway ]]; then
             curl -sf --max-time 2 "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null ||
                 log "gateway: admin /ready not answering on :$ADMIN_PORT"
         fi
-        measure "$name" "$w" "$pid" "$PROXY_PORT" ||
-            printf '%s\t%s\tfailed\n' "$name" "$w" >>"$RESULTS"
+        measure_round "$name" "$w" "$pid" "$PROXY_PORT" "$round" || log "$name-w$w: round $round failed"
         if [[ $name == gateway ]]; then
-            curl -sf --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/gateway-w$w-metrics.txt" || true
+            curl -sf --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/gateway-w$w-r$round-metrics.txt" || true
         fi
         stop_pid "$pid"
         sleep 1
     done
 done
+
+# rounds -> one row per target (the columns table.py reads)
+python3 - "$ROUNDS" "$RESULTS" "$CLK_TCK" "${TARGETS[@]}" <<'PY'
+import csv, statistics, sys
+rounds_path, out_path, tck = sys.argv[1], sys.argv[2], float(sys.argv[3])
+order = [tuple(t.split(":", 1)) for t in sys.argv[4:]]
+rows = list(csv.DictReader(open(rounds_path), delimiter="\t"))
+f = float
+with open(out_path, "a") as out:
+    for name, w in order:
+        rs = [r for r in rows if r["proxy"] == name and r["workers"] == w]
+        if not rs:
+            out.write(f"{name}\t{w}\tfailed\n")
+            continue
+        rps = [f(r["ok"]) / f(r["secs"]) for r in rs]
+        med = lambda k: "%.4f" % statistics.median(f(r[k]) for r in rs)
+        ok = sum(int(r["ok"]) for r in rs)
+        rok = sum(int(r["rate_ok"]) for r in rs)
+        proxy = name != "direct"
+        cpu_sat = "%.2f" % (sum(int(r["ticks_sat"]) for r in rs) / tck * 1e6 / max(ok, 1)) if proxy else ""
+        cpu_rate = "%.2f" % (sum(int(r["ticks_rate"]) for r in rs) / tck * 1e6 / max(rok, 1)) if proxy else ""
+        rss_load = max((int(r["rss_load_kb"]) for r in rs if r["rss_load_kb"]), default="")
+        last = rs[-1]
+        rate_ach = statistics.median(f(r["rate_ok"]) / f(r["rate_secs"]) for r in rs)
+        out.write("\t".join(str(x) for x in [
+            name, w, "%.0f" % statistics.median(rps), ",".join("%.0f" % x for x in rps),
+            med("p50_ms"), med("p99_ms"), med("p999_ms"), cpu_sat, cpu_rate, rss_load,
+            last["rss_hold_kb"], last["hold_ok"], sum(int(r["up_conns"]) for r in rs),
+            sum(int(r["up_reqs"]) for r in rs), ok, sum(int(r["errors"]) for r in rs),
+            "%.0f" % rate_ach]) + "\n")
+PY
 
 # ---- table -------------------------------------------------------------------------
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)

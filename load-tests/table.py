@@ -43,8 +43,9 @@ def mb(v):
     return "%.1f" % (f(v) / 1024) if f(v) else "–"
 
 
-print(f"**Throughput and latency.** req/s: oha, {conns} keep-alive connections, {dur} × {reps} "
-      f"(median of the runs). Latency: oha -q {rate} over {rconns} connections for {rdur}; "
+print(f"**Throughput and latency.** {reps} interleaved rounds; in each, every target runs once. "
+      f"req/s: oha, {conns} keep-alive connections for {dur}, median of the rounds. "
+      f"Latency: oha -q {rate} over {rconns} connections for {rdur}, median of the rounds' percentiles; "
       "\"+p99\" is the p99 added over direct.")
 print()
 print("| target | workers | req/s | × direct | × nginx | p50 ms | p99 ms | p99.9 ms | +p99 ms over direct | p99 × nginx |")
@@ -60,11 +61,12 @@ for r in pending:
     print(f"| {r['proxy']} | {r['workers']} | {r.get('rps_median') or 'pending'} | | | | | | | |")
 print()
 print(f"**Resources.** CPU: utime+stime of the proxy (all threads/processes) per request served, "
-      f"at saturation (the throughput runs) and at {rate} req/s (10 µs/req = 1 CPU s per 100k requests). "
-      f"Peak RSS: VmHWM (summed over nginx's master and workers) after the load runs, and with {hold} "
-      "client connections open. Upstream conns: connections the two upstreams accepted from just before the "
-      "warmup to the end of the throughput runs, against the requests they served in that time (for direct, "
-      "oha's own connections).")
+      f"at saturation (the throughput runs) and at {rate} req/s, over all rounds (10 µs/req = 1 CPU s per 100k requests). "
+      f"Peak RSS: VmHWM (summed over nginx's master and workers) after the load runs (highest round), and "
+      f"with {hold} client connections open (last round). Upstream conns: connections the two upstreams "
+      "accepted from just before each warmup to the end of each throughput run (a fresh proxy each round, so "
+      "this includes filling its pool), against the requests they served in that time; for direct, oha's "
+      "own connections.")
 print()
 print(f"| target | workers | CPU µs/req (sat) | × nginx | CPU µs/req (@{rate}/s) | × nginx | peak RSS MB | peak RSS MB (+{hold} conns) | upstream conns / requests | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -76,5 +78,5 @@ for r in measured:
           f"| {dash(r['cpu_us_rate'])} | {ratio(r['cpu_us_rate'], ng(r, 'cpu_us_rate'))} | {mb(r['rss_load_kb'])} "
           f"| {mb(r['rss_hold_kb'])}{hold_note} | {up} | {r['errors']} |")
 print()
-print("Per-run req/s: " + "; ".join(f"{r['proxy']}-w{r['workers']}: {r['rps_runs']}" for r in measured))
+print("Per-round req/s: " + "; ".join(f"{r['proxy']}-w{r['workers']}: {r['rps_runs']}" for r in measured))
 print("Achieved fixed rate (req/s): " + "; ".join(f"{r['proxy']}-w{r['workers']}: {r['rate_achieved']}" for r in measured))
