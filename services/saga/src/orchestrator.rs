@@ -51,6 +51,9 @@ pub struct Orchestrator {
     store: Arc<dyn SagaStore>,
     services: Arc<dyn Services>,
     retry: RetryPolicy,
+    /// Sagas created before this instant belong to an earlier process: only those are resumed,
+    /// so a saga this process is already driving is never driven twice at once.
+    started_at: chrono::DateTime<Utc>,
 }
 
 impl Orchestrator {
@@ -60,6 +63,7 @@ impl Orchestrator {
             store,
             services,
             retry,
+            started_at: Utc::now(),
         }
     }
 
@@ -106,9 +110,10 @@ impl Orchestrator {
         self.resume_all().await
     }
 
-    /// Drives every saga left running or compensating (after a restart); returns them finished.
+    /// Drives every saga a previous process left running or compensating; returns them finished.
     pub async fn resume_all(&self) -> Result<Vec<Saga>, StoreError> {
-        let pending = self.store.in_flight().await?;
+        let mut pending = self.store.in_flight().await?;
+        pending.retain(|s| s.created_at < self.started_at);
         if !pending.is_empty() {
             tracing::info!(count = pending.len(), "resuming sagas left in flight");
         }
