@@ -36,7 +36,7 @@ perf)
     timeout 600 oha --no-tui -c "$CONNS" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
     perf report -i "$TMP/perf.data" --no-children -g none --percent-limit 0.5 --stdio --sort dso,symbol 2>/dev/null |
-        grep -v '^$' | grep -E '^ +[0-9]' | head -n "$TOP" | tee "$TMP/report.txt"
+        grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//' | head -n "$TOP" | tee "$TMP/report.txt" || true
     ;;
 callgrind)
     need_tools valgrind
@@ -45,8 +45,14 @@ callgrind)
     gw=$LAST_PID
     wait_http "http://127.0.0.1:$PROXY_PORT/" 60 || die "gateway under valgrind did not start"
     timeout 600 oha --no-tui -c "$CONNS" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
+    reqs=$(curl -sf --max-time 10 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk '/^gateway_requests_total/ {s += $NF} END {print s + 0}')
     stop_pid "$gw"
-    callgrind_annotate "$TMP/callgrind.out" 2>/dev/null | head -n $((TOP + 20)) | tee "$TMP/report.txt"
+    callgrind_annotate "$TMP/callgrind.out" 2>/dev/null | head -n $((TOP + 20)) | tee "$TMP/report.txt" || true
+    total=$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}' "$TMP/report.txt")
+    if [[ -n "$total" && "${reqs:-0}" -gt 0 ]]; then
+        echo "requests proxied: $reqs; instructions per request (incl. start-up): $((total / reqs))"
+    fi
     ;;
 *) die "TOOL must be perf or callgrind" ;;
 esac
