@@ -116,3 +116,15 @@ start_gateway() { # workers; pid in $LAST_PID; waits until it proxies
         die "gateway did not start: $(tail -n 5 "$TMP/gateway-w$w.log")"
     log "gateway up on 127.0.0.1:$PROXY_PORT (workers $w, pid $LAST_PID)"
 }
+
+require_local_url() { # url: load goes to this machine only, unless ALLOW_REMOTE=1
+    local hostport=${1#*://}
+    hostport=${hostport%%/*}
+    case $hostport in
+    127.0.0.1 | 127.0.0.1:* | localhost | localhost:* | \[::1\] | \[::1\]:*) ;;
+    *)
+        [[ "${ALLOW_REMOTE:-0}" == 1 ]] ||
+            die "$1 is not on this machine; these scenarios send load to 127.0.0.1 only (ALLOW_REMOTE=1 overrides)"
+        ;;
+    esac
+}

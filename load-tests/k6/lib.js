@@ -6,6 +6,11 @@ import { check } from 'k6';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
 
+// Load goes to this machine only, unless ALLOW_REMOTE=1.
+if (!/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$/.test(BASE_URL) && __ENV.ALLOW_REMOTE !== '1') {
+  throw new Error(`BASE_URL ${BASE_URL} is not on this machine; set ALLOW_REMOTE=1 to allow it`);
+}
+
 // Amounts are decimals on the wire. By default they are sent as JSON strings
 // ("19.99"), which a Decimal field accepts; AMOUNT_AS=number sends 19.99.
 export function amount(value) {

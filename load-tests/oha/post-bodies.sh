@@ -42,6 +42,7 @@ bench)
 stack)
     BASE_URL=${BASE_URL:-http://127.0.0.1:8000}
     BASE_URL=${BASE_URL%/}
+    require_local_url "$BASE_URL"
     body=$TMP/order.json
     printf '{"customer_id":"oha-cust-%s","product_id":"oha-prod-%s","quantity":2,"total_amount":"39.98"}' $$ $$ >"$body"
     curl -sf --max-time 5 -o /dev/null -X POST "$BASE_URL/order/orders" -H 'content-type: application/json' \

@@ -33,6 +33,7 @@ bench)
 stack)
     BASE_URL=${BASE_URL:-http://127.0.0.1:8000}
     BASE_URL=${BASE_URL%/}
+    require_local_url "$BASE_URL"
     PRODUCT="oha-steady-$$"
     curl -sf --max-time 5 -X PUT "$BASE_URL/inventory/products/$PRODUCT" \
         -H 'content-type: application/json' -d '{"stock": 1000}' >/dev/null ||
