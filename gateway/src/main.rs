@@ -7,11 +7,6 @@ use anyhow::Context;
 use clap::Parser;
 use gateway::config::LogFormat;
 
-/// mimalloc: per-thread free lists suit a proxy's many short-lived request
-/// allocations better than glibc's malloc (measured in load-tests/README.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A high-performance API gateway.
 #[derive(Parser, Debug)]
 #[command(version, about)]
