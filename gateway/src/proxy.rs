@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
@@ -126,6 +126,13 @@ async fn forward(
             limit: server.max_request_headers,
         });
     }
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    if has_dot_segment(req.uri().path()) {
+        // `/order/../admin` must not match `/order` and reach another route's upstream.
+        return Err(ProxyError::BadRequest("path contains `.` or `..` segments"));
+    }
     let host_header = host_header(&req)?;
     let host = host_header
         .as_ref()
@@ -184,13 +191,24 @@ async fn forward(
     }
     h.insert(headers::X_REQUEST_ID, request_id.clone());
 
-    let req = Request::from_parts(parts, LimitedBody::new(body, limit));
+    let (body, body_sent) = LimitedBody::new(body, limit);
+    let req = Request::from_parts(parts, body);
     let _in_flight = InFlight::start(&endpoint.stats);
-    let exchange = tokio::time::timeout(
-        upstream.connection.request_timeout,
-        upstream.client.request(req),
-    )
-    .await;
+    let exchange = upstream.client.request(req);
+    let timeout = upstream.connection.request_timeout;
+    let exchange = match body_sent {
+        None => tokio::time::timeout(timeout, exchange).await,
+        // The response timeout runs from the end of the upload, so a large or slow
+        // upload is bounded by the client's pace, not cut off by the upstream's timer.
+        Some(sent) => {
+            tokio::pin!(exchange);
+            tokio::select! {
+                biased;
+                response = &mut exchange => Ok(response),
+                _ = sent => tokio::time::timeout(timeout, exchange).await,
+            }
+        }
+    };
     let result = match exchange {
         Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
         Ok(Ok(response)) => Ok(response),
@@ -259,6 +277,17 @@ fn host_header(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyErro
     Ok(None)
 }
 
+/// True when a path has a `.` or `..` segment, plain or percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.contains('.') && !path.contains('%') {
+        return false;
+    }
+    path.split('/').any(|seg| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    })
+}
+
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // IPv6 literal: `[::1]:8000`
@@ -296,7 +325,17 @@ fn upstream_path(route: &Route, uri: &Uri) -> Result<PathAndQuery, ProxyError> {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_port;
+    use super::{has_dot_segment, strip_port};
+
+    #[test]
+    fn dot_segments_are_found_plain_or_encoded() {
+        assert!(has_dot_segment("/order/../admin"));
+        assert!(has_dot_segment("/order/%2E%2e/admin"));
+        assert!(has_dot_segment("/a/./b"));
+        assert!(has_dot_segment("/a/.."));
+        assert!(!has_dot_segment("/files/v1.2/report.pdf"));
+        assert!(!has_dot_segment("/a/...b"));
+    }
 
     #[test]
     fn ports_are_stripped_from_hosts() {

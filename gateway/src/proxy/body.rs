@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 
 /// Why a request body stopped.
 #[derive(Debug, thiserror::Error)]
@@ -24,23 +25,34 @@ pub enum BodyError {
 }
 
 pin_project! {
-    /// A client's body with a byte limit.
+    /// A client's body with a byte limit, which reports when it has been sent in full.
     pub struct LimitedBody {
         #[pin]
         inner: Incoming,
         remaining: u64,
         limit: u64,
+        sent: Option<oneshot::Sender<()>>,
     }
 }
 
 impl LimitedBody {
-    /// Wraps `inner`, allowing at most `limit` bytes.
-    pub fn new(inner: Incoming, limit: u64) -> Self {
-        Self {
+    /// Wraps `inner`, allowing at most `limit` bytes. The receiver, present only when
+    /// there is a body to send, resolves once it has been sent, failed or been dropped:
+    /// the upstream's response timeout starts then, so a long upload is not cut short.
+    pub fn new(inner: Incoming, limit: u64) -> (Self, Option<oneshot::Receiver<()>>) {
+        let (sent, rx) = if inner.is_end_stream() {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        let body = Self {
             inner,
             remaining: limit,
             limit,
-        }
+            sent,
+        };
+        (body, rx)
     }
 }
 
@@ -54,14 +66,21 @@ impl Body for LimitedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
         let frame = match ready!(this.inner.poll_frame(cx)) {
-            None => return Poll::Ready(None),
-            Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Client(e)))),
+            None => {
+                signal(this.sent);
+                return Poll::Ready(None);
+            }
+            Some(Err(e)) => {
+                signal(this.sent);
+                return Poll::Ready(Some(Err(BodyError::Client(e))));
+            }
             Some(Ok(frame)) => frame,
         };
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > *this.remaining {
                 *this.remaining = 0;
+                signal(this.sent);
                 return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *this.limit })));
             }
             *this.remaining -= len;
@@ -70,10 +89,18 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        // `sent` is fired from poll_frame; a body that says it ended is dropped soon after,
+        // which drops the sender and resolves the receiver just the same.
         self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+fn signal(sent: &mut Option<oneshot::Sender<()>>) {
+    if let Some(tx) = sent.take() {
+        let _ = tx.send(());
     }
 }

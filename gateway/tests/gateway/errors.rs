@@ -129,6 +129,45 @@ async fn http11_without_host_is_a_json_400() {
 }
 
 #[tokio::test]
+async fn dot_segments_and_connect_are_refused_with_400() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], ""),
+        route("order", "/order", "up", "strip_prefix = true"),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let c = Client::default();
+    for path in ["/order/../admin", "/order/%2e%2E/admin", "/order/./x"] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        within("raw response", s.read_to_string(&mut out))
+            .await
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{path}: {out}");
+        assert!(
+            out.contains("x-gateway-error: bad_request"),
+            "{path}: {out}"
+        );
+    }
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = within("CONNECT response", s.read(&mut buf)).await.unwrap();
+    let out = String::from_utf8_lossy(&buf[..n]);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(up.hits(), 0);
+    assert_eq!(
+        c.get(&gw.url("/order/v1.2/x")).await.json()["path"],
+        "/v1.2/x"
+    );
+}
+
+#[tokio::test]
 async fn an_upstream_that_drops_the_connection_gets_502() {
     // A "server" that accepts and closes at once.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

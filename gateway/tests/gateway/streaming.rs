@@ -80,3 +80,28 @@ async fn downloads_stream_to_the_client_as_they_are_produced() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), CHUNK * TOTAL_CHUNKS);
 }
+
+#[tokio::test]
+async fn the_response_timeout_starts_after_the_upload_so_slow_uploads_finish() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], "request_timeout = \"300ms\""),
+        route("all", "/", "up", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let (tx, body) = chunked_body();
+    let req = Request::post(gw.url("/upload")).body(body).unwrap();
+    let client = Client::default();
+    let response = tokio::spawn(async move { client.send(req).await });
+    // The upload itself takes longer than the request timeout: elapsed time is what
+    // is under test here, so these sleeps are the scenario, not synchronisation.
+    for _ in 0..6 {
+        tx.send(Bytes::from_static(&[1u8; 1024])).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(tx);
+    let r = within("slow upload response", response).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["received"], 6 * 1024);
+}
