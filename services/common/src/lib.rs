@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`config`]: settings from defaults layered under environment variables.
 //! - [`telemetry`]: tracing subscriber set-up.
+//! - [`run`]: the shared `main` of the service binaries (`--listen`, bind, serve until a signal).
 //! - [`server`]: `serve(listener, router, shutdown)` and the process shutdown signal.
 //! - [`http_error`]: the JSON error body and extractors that turn rejections into it.
 //! - [`events`], [`bus`], [`rabbit`]: event types, the bus abstraction, the in-process and RabbitMQ buses.
@@ -18,6 +19,7 @@ pub mod http_error;
 pub mod outbox;
 pub mod pg;
 pub mod rabbit;
+pub mod run;
 pub mod server;
 pub mod telemetry;
 pub mod test_support;
