@@ -42,6 +42,21 @@ pub fn internal_error() -> Response {
     )
 }
 
+/// The 422 answer for a request that broke a business rule: kind `validation_error`.
+pub fn validation_error(message: impl Into<String>) -> Response {
+    error_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+        message,
+    )
+}
+
+/// Logs `error` once at error level with `context` and answers the opaque 500.
+pub fn logged_internal_error(error: &dyn std::fmt::Display, context: &str) -> Response {
+    tracing::error!(error = %error, "{context}");
+    internal_error()
+}
+
 /// Fallback handler so unknown paths answer JSON 404 like the rest of the API.
 pub async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "not_found", "no such route")

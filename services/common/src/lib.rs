@@ -8,6 +8,7 @@
 //! - [`http_error`]: the JSON error body and extractors that turn rejections into it.
 //! - [`events`], [`bus`], [`rabbit`]: event types, the bus abstraction, the in-process and RabbitMQ buses.
 //! - [`pg`], [`outbox`]: PostgreSQL pools per schema, the transactional outbox and its relay.
+//! - [`store`]: the storage error the services' stores share.
 //! - [`http_client`]: a small JSON client over hyper-util with timeouts.
 //! - [`test_support`]: helpers the service test suites share (PostgreSQL schemas, AMQP URLs).
 
@@ -21,6 +22,7 @@ pub mod pg;
 pub mod rabbit;
 pub mod run;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod test_support;
 

@@ -1,8 +1,7 @@
 //! The notification service's errors and their HTTP form.
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use services_common::http_error::{error_response, internal_error};
+use services_common::http_error::{logged_internal_error, validation_error};
 use thiserror::Error;
 
 /// Everything a request can fail with.
@@ -30,15 +29,8 @@ pub enum StoreError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => error_response(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_error",
-                m.clone(),
-            ),
-            Self::Store(e) => {
-                tracing::error!(error = %e, "notification storage failed");
-                internal_error()
-            }
+            Self::Validation(m) => validation_error(m.clone()),
+            Self::Store(e) => logged_internal_error(e, "notification storage failed"),
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use services_common::http_error::{error_response, internal_error};
+use services_common::http_error::{error_response, logged_internal_error, validation_error};
+pub use services_common::store::StoreError;
 use thiserror::Error;
 
 use crate::domain::OrderStatus;
@@ -27,20 +28,6 @@ pub enum ApiError {
     /// Storage failed (500; logged, hidden from clients).
     #[error("storage: {0}")]
     Store(#[from] StoreError),
-}
-
-/// Storage failures; the detail is for logs only.
-#[derive(Debug, Error)]
-pub enum StoreError {
-    /// A database error.
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    /// A stored row could not be read back.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    /// The database migrations failed.
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 /// Why a status update was refused.
@@ -73,19 +60,12 @@ impl From<UpdateError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => error_response(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_error",
-                m.clone(),
-            ),
+            Self::Validation(m) => validation_error(m.clone()),
             Self::NotFound => error_response(StatusCode::NOT_FOUND, "not_found", self.to_string()),
             Self::InvalidTransition { .. } => {
                 error_response(StatusCode::CONFLICT, "invalid_transition", self.to_string())
             }
-            Self::Store(e) => {
-                tracing::error!(error = %e, "order storage failed");
-                internal_error()
-            }
+            Self::Store(e) => logged_internal_error(e, "order storage failed"),
         }
     }
 }

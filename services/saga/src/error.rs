@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use services_common::http_error::{error_response, internal_error};
+use services_common::http_error::{error_response, logged_internal_error, validation_error};
 use thiserror::Error;
 
 /// Everything a request can fail with.
@@ -64,16 +64,9 @@ pub enum StepError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Validation(m) => error_response(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_error",
-                m.clone(),
-            ),
+            Self::Validation(m) => validation_error(m.clone()),
             Self::NotFound => error_response(StatusCode::NOT_FOUND, "not_found", self.to_string()),
-            Self::Store(_) | Self::Task(_) => {
-                tracing::error!(error = %self, "saga request failed");
-                internal_error()
-            }
+            Self::Store(_) | Self::Task(_) => logged_internal_error(&self, "saga request failed"),
         }
     }
 }
