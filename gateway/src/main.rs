@@ -55,12 +55,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     init_tracing(format);
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let mut runtime = match args.workers {
+        Some(0) => anyhow::bail!("--workers must be at least 1"),
+        // One worker: the single-threaded scheduler skips work-stealing bookkeeping.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(n) = args.workers {
-        anyhow::ensure!(n > 0, "--workers must be at least 1");
-        runtime.worker_threads(n);
-    }
     let runtime = runtime.build().context("starting the runtime")?;
     runtime.block_on(async {
         let listeners = gateway::Listeners::bind(&config).await?;
