@@ -71,6 +71,18 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
     Ok(pool)
 }
 
+/// Connects to `DATABASE_URL` when it is set (see [`connect`]); `None` means memory storage.
+pub async fn connect_configured(
+    settings: &crate::config::Settings,
+    schema: &str,
+    max_connections: u32,
+) -> Result<Option<PgPool>, PgError> {
+    match &settings.database_url {
+        Some(url) => Ok(Some(connect(url, schema, max_connections).await?)),
+        None => Ok(None),
+    }
+}
+
 /// Drops a schema and everything in it (tests clean up their unique schemas with it).
 pub async fn drop_schema(url: &str, schema: &str) -> Result<(), PgError> {
     check_schema(schema)?;

@@ -5,6 +5,7 @@
 //! server is unreachable; when unset they are skipped with a printed note.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +14,11 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::bus::{EventBus, InProcessBus, Subscription};
+use crate::events::Event;
 use crate::http_client::JsonClient;
+use crate::outbox::Relay;
+use crate::server::{Shutdown, ShutdownTrigger};
 
 /// A server running in-process on 127.0.0.1:0; dropping it shuts the server down.
 pub struct TestServer {
@@ -116,6 +121,75 @@ impl TestServer {
             serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
         });
         (status, value)
+    }
+}
+
+/// A service under test on an in-process bus: its server, a subscription to every event it
+/// publishes, and on PostgreSQL its fresh schema and running outbox relay.
+pub struct TestApp {
+    /// The running server (also reachable through `Deref`).
+    pub server: TestServer,
+    /// Sees every event published on the bus.
+    pub events: Box<dyn Subscription>,
+    /// The fresh schema (PostgreSQL only).
+    pub db: Option<TestDb>,
+    _stop: ShutdownTrigger,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+impl TestApp {
+    /// Spawns a service on `backend`, or `None` when that backend is not configured (PostgreSQL
+    /// without `DATABASE_URL`). `start` gets the bus and, on PostgreSQL, a pool on a fresh schema,
+    /// and returns the router and the outbox relay to run until the app is dropped.
+    pub async fn spawn<F, Fut>(backend: Backend, start: F) -> Option<Self>
+    where
+        F: FnOnce(Arc<dyn EventBus>, Option<PgPool>) -> Fut,
+        Fut: std::future::Future<Output = (Router, Option<Relay>)>,
+    {
+        let bus = InProcessBus::new();
+        let events = match bus.subscribe("test", &["#"]).await {
+            Ok(s) => s,
+            Err(e) => panic!("subscribe: {e}"),
+        };
+        let (stop, shutdown) = Shutdown::new();
+        let db = match backend {
+            Backend::Memory => None,
+            Backend::Postgres => Some(test_db().await?),
+        };
+        let (router, relay) = start(Arc::new(bus), db.as_ref().map(|d| d.pool.clone())).await;
+        if let Some(relay) = relay {
+            tokio::spawn(relay.run(shutdown.wait()));
+        }
+        let server = TestServer::spawn(router).await;
+        Some(Self {
+            server,
+            events,
+            db,
+            _stop: stop,
+        })
+    }
+
+    /// Waits (bounded) for the next event on the bus.
+    pub async fn next_event(&mut self) -> Event {
+        match tokio::time::timeout(Duration::from_secs(10), self.events.next()).await {
+            Ok(Some(Ok(d))) => d.event,
+            Ok(Some(Err(e))) => panic!("bus error: {e}"),
+            Ok(None) => panic!("bus closed"),
+            Err(_) => panic!("no event within 10s"),
+        }
+    }
+
+    /// Drops the app's schema, if any.
+    pub async fn cleanup(self) {
+        if let Some(db) = self.db {
+            db.cleanup().await;
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use services_common::bus::EventBus;
 use services_common::config::Settings;
 use services_common::http_error;
 use services_common::outbox::Relay;
+use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::error::StoreError;
@@ -68,10 +69,15 @@ pub struct Service {
 /// Builds the service on the configured backends (PostgreSQL schema `inventory_svc` + outbox, or
 /// memory); events go to `bus`.
 pub async fn build(settings: &Settings, bus: Arc<dyn EventBus>) -> Result<Service, StartError> {
-    match &settings.database_url {
-        Some(url) => {
-            // Reservations are short transactions; 20 connections absorb bursts of them.
-            let pool = services_common::pg::connect(url, store::SCHEMA, 20).await?;
+    // Reservations are short transactions; 20 connections absorb bursts of them.
+    let pool = services_common::pg::connect_configured(settings, store::SCHEMA, 20).await?;
+    Ok(build_on(pool, bus).await?)
+}
+
+/// Builds the service on `pool` (migrated, with an outbox relay) or, without one, in memory.
+pub async fn build_on(pool: Option<PgPool>, bus: Arc<dyn EventBus>) -> Result<Service, StoreError> {
+    match pool {
+        Some(pool) => {
             let wake = Arc::new(Notify::new());
             let store = PgInventoryStore::new(pool.clone(), wake.clone()).await?;
             Ok(Service {

@@ -17,6 +17,7 @@ use axum::Router;
 use services_common::bus::EventBus;
 use services_common::config::{non_empty, Settings};
 use services_common::http_error;
+use sqlx::PgPool;
 
 use crate::consumer::{Consumer, DEFAULT_QUEUE};
 use crate::error::StoreError;
@@ -60,16 +61,24 @@ pub struct Service {
 /// Builds the service: PostgreSQL (schema `notification_svc`) or memory, consuming from `bus` on
 /// the durable queue `NOTIFICATION_QUEUE` (default `notification-service`).
 pub async fn build(settings: &Settings, bus: Arc<dyn EventBus>) -> Result<Service, StartError> {
-    let store: Arc<dyn NotificationStore> = match &settings.database_url {
-        Some(url) => {
-            let pool = services_common::pg::connect(url, store::SCHEMA, 10).await?;
-            Arc::new(PgNotificationStore::new(pool).await?)
-        }
-        None => Arc::new(MemoryNotificationStore::new()),
-    };
+    let pool = services_common::pg::connect_configured(settings, store::SCHEMA, 10).await?;
     let queue = non_empty(std::env::var("NOTIFICATION_QUEUE").ok())
         .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
-    let consumer = Consumer::start(bus, &queue, store.clone()).await;
+    Ok(build_on(pool, bus, &queue).await?)
+}
+
+/// Builds the service on `pool` (migrated) or, without one, in memory, consuming from `bus` on
+/// the durable queue `queue`.
+pub async fn build_on(
+    pool: Option<PgPool>,
+    bus: Arc<dyn EventBus>,
+    queue: &str,
+) -> Result<Service, StoreError> {
+    let store: Arc<dyn NotificationStore> = match pool {
+        Some(pool) => Arc::new(PgNotificationStore::new(pool).await?),
+        None => Arc::new(MemoryNotificationStore::new()),
+    };
+    let consumer = Consumer::start(bus, queue, store.clone()).await;
     Ok(Service {
         state: AppState { store },
         consumer,

@@ -17,6 +17,7 @@ use services_common::bus::EventBus;
 use services_common::config::{parse_var, ConfigError, Settings};
 use services_common::http_error;
 use services_common::outbox::Relay;
+use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::domain::{DeclineRule, DEFAULT_DECLINE_ABOVE};
@@ -81,10 +82,20 @@ pub struct Service {
 /// Builds the service on the configured backends (PostgreSQL schema `payment_svc` + outbox, or
 /// memory); the decline rule comes from the environment.
 pub async fn build(settings: &Settings, bus: Arc<dyn EventBus>) -> Result<Service, StartError> {
-    let decline = Arc::new(decline_rule_from_env()?);
-    match &settings.database_url {
-        Some(url) => {
-            let pool = services_common::pg::connect(url, store::SCHEMA, 10).await?;
+    let decline = decline_rule_from_env()?;
+    let pool = services_common::pg::connect_configured(settings, store::SCHEMA, 10).await?;
+    Ok(build_on(pool, bus, decline).await?)
+}
+
+/// Builds the service on `pool` (migrated, with an outbox relay) or, without one, in memory.
+pub async fn build_on(
+    pool: Option<PgPool>,
+    bus: Arc<dyn EventBus>,
+    decline: DeclineRule,
+) -> Result<Service, StoreError> {
+    let decline = Arc::new(decline);
+    match pool {
+        Some(pool) => {
             let wake = Arc::new(Notify::new());
             let store = PgPaymentStore::new(pool.clone(), wake.clone()).await?;
             Ok(Service {

@@ -71,9 +71,9 @@ pub async fn build(
     endpoints: Endpoints,
 ) -> Result<Service, StartError> {
     let services = Arc::new(HttpServices::new(endpoints));
-    let (store, relay): (Arc<dyn SagaStore>, _) = match &settings.database_url {
-        Some(url) => {
-            let pool = services_common::pg::connect(url, store::SCHEMA, 10).await?;
+    let pool = services_common::pg::connect_configured(settings, store::SCHEMA, 10).await?;
+    let (store, relay): (Arc<dyn SagaStore>, _) = match pool {
+        Some(pool) => {
             let wake = Arc::new(Notify::new());
             let store = PgSagaStore::new(pool.clone(), wake.clone()).await?;
             (Arc::new(store), Some(Relay::new(pool, bus, wake)))

@@ -2,11 +2,6 @@
 
 use std::sync::Arc;
 
-use notification_service::consumer::Consumer;
-use notification_service::store::{
-    MemoryNotificationStore, NotificationStore, PgNotificationStore,
-};
-use notification_service::AppState;
 use services_common::bus::EventBus;
 use services_common::server::{Shutdown, ShutdownTrigger};
 use services_common::test_support::{eventually, test_db, Backend, TestDb, TestServer};
@@ -30,20 +25,17 @@ pub(crate) async fn spawn_app(
     bus: Arc<dyn EventBus>,
     queue: &str,
 ) -> Option<TestApp> {
-    let (store, db): (Arc<dyn NotificationStore>, _) = match backend {
-        Backend::Memory => (Arc::new(MemoryNotificationStore::new()), None),
-        Backend::Postgres => {
-            let db = test_db().await?;
-            (
-                Arc::new(PgNotificationStore::new(db.pool.clone()).await.unwrap()),
-                Some(db),
-            )
-        }
+    let db = match backend {
+        Backend::Memory => None,
+        Backend::Postgres => Some(test_db().await?),
     };
+    let pool = db.as_ref().map(|d| d.pool.clone());
+    let service = notification_service::build_on(pool, bus, queue)
+        .await
+        .unwrap();
     let (stop, shutdown) = Shutdown::new();
-    let consumer = Consumer::start(bus, queue, store.clone()).await;
-    let consumer = tokio::spawn(consumer.run(shutdown));
-    let server = TestServer::spawn(notification_service::app(AppState { store })).await;
+    let consumer = tokio::spawn(service.consumer.run(shutdown));
+    let server = TestServer::spawn(notification_service::app(service.state)).await;
     Some(TestApp {
         server,
         db,
