@@ -70,6 +70,18 @@ pub async fn enqueue(conn: &mut PgConnection, event: &Event) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Ends a state change: enqueues `event` in `tx`, commits, then wakes the relay.
+pub async fn commit_with_event(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    event: &Event,
+    wake: &Notify,
+) -> Result<(), sqlx::Error> {
+    enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    wake.notify_one();
+    Ok(())
+}
+
 /// Counts events not yet relayed (health checks and tests).
 pub async fn unsent(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")

@@ -1,4 +1,6 @@
-//! Pieces the services' storage layers share: the storage error.
+//! Pieces the services' storage layers share: the storage error and a poison-tolerant lock.
+
+use std::sync::{Mutex, MutexGuard};
 
 use thiserror::Error;
 
@@ -14,4 +16,12 @@ pub enum StoreError {
     /// The database migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Locks an in-memory store's state, recovering it if a holder panicked (the data stays usable).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }

@@ -80,10 +80,7 @@ impl MemoryInventoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        services_common::store::lock(&self.state)
     }
 }
 
@@ -248,9 +245,7 @@ impl InventoryStore for PgInventoryStore {
         .fetch_one(&mut *tx)
         .await?;
         let product = product_from_row(&row)?;
-        outbox::enqueue(&mut tx, &product.updated_event()).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
+        outbox::commit_with_event(tx, &product.updated_event(), &self.wake).await?;
         Ok(product)
     }
 
@@ -325,9 +320,7 @@ impl InventoryStore for PgInventoryStore {
                 _ => ReserveOutcome::KeyConflict,
             });
         }
-        outbox::enqueue(&mut tx, &reservation.event()).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
+        outbox::commit_with_event(tx, &reservation.event(), &self.wake).await?;
         Ok(ReserveOutcome::Reserved(reservation, true))
     }
 
@@ -372,9 +365,7 @@ impl InventoryStore for PgInventoryStore {
         .bind(r.updated_at)
         .execute(&mut *tx)
         .await?;
-        outbox::enqueue(&mut tx, &r.event()).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
+        outbox::commit_with_event(tx, &r.event(), &self.wake).await?;
         Ok(Some((r, true)))
     }
 }

@@ -43,10 +43,7 @@ impl MemoryNotificationStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        services_common::store::lock(&self.state)
     }
 }
 

@@ -65,10 +65,7 @@ impl MemoryOrderStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        services_common::store::lock(&self.state)
     }
 }
 
@@ -202,9 +199,7 @@ impl OrderStore for PgOrderStore {
         match inserted {
             Some(row) => {
                 let stored = order_from_row(&row)?;
-                outbox::enqueue(&mut tx, &stored.created_event()).await?;
-                tx.commit().await?;
-                self.wake.notify_one();
+                outbox::commit_with_event(tx, &stored.created_event(), &self.wake).await?;
                 Ok((stored, true))
             }
             None => {
@@ -273,11 +268,9 @@ impl OrderStore for PgOrderStore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
-        outbox::enqueue(&mut tx, &order.updated_event(previous))
+        outbox::commit_with_event(tx, &order.updated_event(previous), &self.wake)
             .await
             .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        self.wake.notify_one();
         Ok(order)
     }
 }

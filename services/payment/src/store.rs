@@ -69,10 +69,7 @@ impl MemoryPaymentStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        services_common::store::lock(&self.state)
     }
 }
 
@@ -258,9 +255,7 @@ impl PaymentStore for PgPaymentStore {
             .bind(payment.updated_at)
             .execute(&mut *tx)
             .await?;
-        outbox::enqueue(&mut tx, &payment.refunded_event()).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
+        outbox::commit_with_event(tx, &payment.refunded_event(), &self.wake).await?;
         Ok(RefundOutcome::Refunded(payment, true))
     }
 }

@@ -47,10 +47,7 @@ impl MemorySagaStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Saga>> {
-        match self.sagas.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        services_common::store::lock(&self.sagas)
     }
 }
 
@@ -58,10 +55,7 @@ impl MemorySagaStore {
 impl SagaStore for MemorySagaStore {
     async fn create(&self, saga: &Saga, key: Option<&str>) -> Result<(Saga, bool), StoreError> {
         if let Some(k) = key {
-            let mut keys = match self.keys.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut keys = services_common::store::lock(&self.keys);
             if let Some(existing) = keys.get(k).and_then(|id| self.lock().get(id).cloned()) {
                 return Ok((existing, false));
             }
