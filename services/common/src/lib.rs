@@ -10,6 +10,7 @@
 //! - [`pg`], [`outbox`]: PostgreSQL pools per schema, the transactional outbox and its relay.
 //! - [`store`]: the storage error the services' stores share.
 //! - [`http_client`]: a small JSON client over hyper-util with timeouts.
+//! - [`validation`]: business rules shared by services (the order fields).
 //! - [`test_support`]: helpers the service test suites share (PostgreSQL schemas, AMQP URLs).
 
 pub mod bus;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod test_support;
+pub mod validation;
 
 pub use bus::{EventBus, InProcessBus};
 pub use events::Event;

@@ -11,6 +11,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use services_common::validation::check_order;
 use uuid::Uuid;
 
 /// Where an order is in its life.
@@ -127,33 +128,18 @@ pub struct NewOrder {
 impl NewOrderRequest {
     /// Checks the business rules; the error lists what is wrong.
     pub fn validate(self) -> Result<NewOrder, String> {
-        let mut problems = Vec::new();
-        if self.customer_id.trim().is_empty() {
-            problems.push("customer_id must not be empty");
-        }
-        if self.product_id.trim().is_empty() {
-            problems.push("product_id must not be empty");
-        }
-        if self.quantity <= 0 {
-            problems.push("quantity must be greater than 0");
-        }
-        // Far above any real order, far below overflow in stock arithmetic.
-        if self.quantity > 1_000_000_000 {
-            problems.push("quantity is too large");
-        }
-        if self.total_amount <= Decimal::ZERO {
-            problems.push("total_amount must be greater than 0");
-        }
-        if problems.is_empty() {
-            Ok(NewOrder {
-                customer_id: self.customer_id,
-                product_id: self.product_id,
-                quantity: self.quantity,
-                total_amount: self.total_amount,
-            })
-        } else {
-            Err(problems.join("; "))
-        }
+        check_order(
+            &self.customer_id,
+            &self.product_id,
+            self.quantity,
+            self.total_amount,
+        )?;
+        Ok(NewOrder {
+            customer_id: self.customer_id,
+            product_id: self.product_id,
+            quantity: self.quantity,
+            total_amount: self.total_amount,
+        })
     }
 }
 

@@ -12,6 +12,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use services_common::validation::check_order;
 use uuid::Uuid;
 
 /// The body of `POST /saga/execute`: the order to place.
@@ -30,28 +31,13 @@ pub struct SagaRequest {
 impl SagaRequest {
     /// Checks the business rules before any step runs.
     pub fn validate(self) -> Result<Self, String> {
-        let mut problems = Vec::new();
-        if self.customer_id.trim().is_empty() {
-            problems.push("customer_id must not be empty");
-        }
-        if self.product_id.trim().is_empty() {
-            problems.push("product_id must not be empty");
-        }
-        if self.quantity <= 0 {
-            problems.push("quantity must be greater than 0");
-        }
-        // Far above any real order, far below overflow in stock arithmetic.
-        if self.quantity > 1_000_000_000 {
-            problems.push("quantity is too large");
-        }
-        if self.total_amount <= Decimal::ZERO {
-            problems.push("total_amount must be greater than 0");
-        }
-        if problems.is_empty() {
-            Ok(self)
-        } else {
-            Err(problems.join("; "))
-        }
+        check_order(
+            &self.customer_id,
+            &self.product_id,
+            self.quantity,
+            self.total_amount,
+        )?;
+        Ok(self)
     }
 }
 
