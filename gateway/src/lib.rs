@@ -9,6 +9,7 @@
 //! - [`snapshot`]: routes + upstreams, immutable, swapped whole with `arc-swap`.
 //! - [`proxy`]: forwarding, header hygiene, upstream client, error responses.
 //! - `control`: the loop that rebuilds and swaps snapshots on reloads.
+//! - `shared`: state shared by the proxy, the admin API and the control loop.
 //! - `server` / `admin`: the proxy and admin listeners.
 //! - [`shutdown`]: signal handling for the binary.
 //!
