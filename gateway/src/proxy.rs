@@ -282,10 +282,24 @@ fn has_dot_segment(path: &str) -> bool {
     if !path.contains('.') && !path.contains('%') {
         return false;
     }
-    path.split('/').any(|seg| {
-        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
-        seg == "." || seg == ".."
-    })
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot written as `.` or `%2e` (any case); no allocation.
+fn is_dot_segment(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    let (mut i, mut dots) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'.' {
+            i += 1;
+        } else if b[i..].len() >= 3 && b[i] == b'%' && b[i + 1] == b'2' && b[i + 2] | 0x20 == b'e' {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 fn strip_port(host: &str) -> &str {
@@ -335,6 +349,8 @@ mod tests {
         assert!(has_dot_segment("/a/.."));
         assert!(!has_dot_segment("/files/v1.2/report.pdf"));
         assert!(!has_dot_segment("/a/...b"));
+        assert!(!has_dot_segment("/a/.../b"));
+        assert!(has_dot_segment("/a/.%2E/b"));
     }
 
     #[test]
