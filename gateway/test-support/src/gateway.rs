@@ -57,6 +57,21 @@ impl TestGateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// POSTs to `path` with a body fed chunk by chunk through the returned sender
+    /// (dropping it ends the body); the task resolves to the response.
+    pub fn start_upload(
+        &self,
+        path: &str,
+    ) -> (
+        tokio::sync::mpsc::Sender<bytes::Bytes>,
+        JoinHandle<crate::TestResponse>,
+    ) {
+        let (tx, body) = crate::chunked_body();
+        let req = http::Request::post(self.url(path)).body(body).unwrap();
+        let response = tokio::spawn(async move { Client::default().send(req).await });
+        (tx, response)
+    }
+
     /// An admin URL for `path`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)

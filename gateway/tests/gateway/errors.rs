@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use gateway_test_support::{chunked_body, within, Client, FakeUpstream, TestGateway, TestResponse};
-use http::{Method, Request};
+use gateway_test_support::{within, Client, FakeUpstream, TestGateway, TestResponse};
+use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{route, upstream};
@@ -81,9 +81,7 @@ async fn bodies_over_the_limit_get_413_whether_announced_or_streamed() {
     );
 
     // Chunked: the limit is only known to be passed midway.
-    let (tx, body) = chunked_body();
-    let req = Request::post(gw.url("/upload")).body(body).unwrap();
-    let pending = tokio::spawn(async move { c.send(req).await });
+    let (tx, pending) = gw.start_upload("/upload");
     tx.send(vec![0u8; 800].into()).await.unwrap();
     tx.send(vec![0u8; 800].into()).await.unwrap();
     drop(tx);

@@ -145,3 +145,21 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
         "still serving on the old port"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_config_file_keeps_the_running_config() {
+    let a = FakeUpstream::start("a").await;
+    let gw =
+        TestGateway::start(&[upstream("a", &[&a], ""), route("a", "/a", "a", "")].concat()).await;
+    std::fs::remove_file(&gw.config_path).unwrap();
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 422, "{report}");
+    assert!(
+        report["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read"),
+        "{report}"
+    );
+    assert_eq!(Client::default().get(&gw.url("/a")).await.status, 200);
+}

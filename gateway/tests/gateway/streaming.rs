@@ -3,7 +3,7 @@
 //! the upstream has produced the rest. Nothing is buffered whole.
 
 use bytes::Bytes;
-use gateway_test_support::{chunked_body, within, Client, FakeUpstream, TestGateway};
+use gateway_test_support::{within, Client, FakeUpstream, TestGateway};
 use http::Request;
 use http_body_util::BodyExt;
 
@@ -21,10 +21,7 @@ async fn uploads_stream_to_the_upstream_as_they_arrive() {
     ]
     .concat();
     let gw = TestGateway::start(&config).await;
-    let (tx, body) = chunked_body();
-    let req = Request::post(gw.url("/upload")).body(body).unwrap();
-    let client = Client::default();
-    let response = tokio::spawn(async move { client.send(req).await });
+    let (tx, response) = gw.start_upload("/upload");
 
     let chunk = Bytes::from(vec![7u8; CHUNK]);
     tx.send(chunk.clone()).await.unwrap();
@@ -90,10 +87,7 @@ async fn the_response_timeout_starts_after_the_upload_so_slow_uploads_finish() {
     ]
     .concat();
     let gw = TestGateway::start(&config).await;
-    let (tx, body) = chunked_body();
-    let req = Request::post(gw.url("/upload")).body(body).unwrap();
-    let client = Client::default();
-    let response = tokio::spawn(async move { client.send(req).await });
+    let (tx, response) = gw.start_upload("/upload");
     // The upload itself takes longer than the request timeout: elapsed time is what
     // is under test here, so these sleeps are the scenario, not synchronisation.
     for _ in 0..6 {
