@@ -129,6 +129,8 @@ async fn upstreams(State(a): State<Admin>) -> Json<Value> {
                         "requests": e.stats.requests.load(Ordering::Relaxed),
                         "failures": e.stats.failures.load(Ordering::Relaxed),
                         "in_flight": e.stats.in_flight.load(Ordering::Relaxed),
+                        "idle_connections": e.pool.idle(),
+                        "connections_opened": e.pool.opened(),
                     })
                 })
                 .collect();

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use http::uri::Authority;
 
+use crate::proxy::client::EndpointPool;
+
 /// One endpoint of an upstream, with counters shown in `/admin/upstreams`.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -14,6 +16,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// Live counters, shared across snapshots.
     pub stats: Arc<EndpointStats>,
+    /// Its keep-alive connections, shared across snapshots while the settings hold.
+    pub pool: EndpointPool,
 }
 
 /// Per-endpoint counters; relaxed atomics, read only for display.
@@ -66,13 +70,26 @@ impl RoundRobin {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::ConnectionConfig;
 
     fn rr(n: usize) -> RoundRobin {
+        let settings = ConnectionConfig {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_idle_per_endpoint: 1,
+        };
         let eps: Vec<Endpoint> = (0..n)
-            .map(|i| Endpoint {
-                authority: format!("10.0.0.{i}:80").parse().unwrap(),
-                stats: Arc::default(),
+            .map(|i| {
+                let authority: Authority = format!("10.0.0.{i}:80").parse().unwrap();
+                Endpoint {
+                    pool: EndpointPool::new(authority.clone(), settings),
+                    authority,
+                    stats: Arc::default(),
+                }
             })
             .collect();
         RoundRobin::new(eps.into(), Arc::default())

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -26,10 +26,11 @@ use crate::routes::Route;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use body::{BodyError, LimitedBody};
+use client::{ClientError, PooledBody};
 use rescue::{Blame, ProxyError};
 
 /// What the proxy sends back: an upstream's streamed body or the gateway's own.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 /// Facts about the client connection a request came in on.
 #[derive(Clone, Debug)]
@@ -119,7 +120,7 @@ async fn forward(
     req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<PooledBody>, ProxyError> {
     let server = &snapshot.config.server;
     if head_size(&req) > server.max_request_headers {
         return Err(ProxyError::HeadersTooLarge {
@@ -164,13 +165,8 @@ async fn forward(
     trace.endpoint = Some(endpoint.authority.clone());
 
     let (mut parts, body) = req.into_parts();
-    let path_and_query = upstream_path(route, &parts.uri)?;
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.authority.clone());
-    uri.path_and_query = Some(path_and_query);
-    parts.uri =
-        Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    // Origin-form (`/path?query`): the connection already names the endpoint.
+    parts.uri = Uri::from(upstream_path(route, &parts.uri)?);
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
@@ -185,16 +181,20 @@ async fn forward(
         peer.scheme,
         host_header.clone(),
     );
-    if let Some(host) = host_header {
-        // HTTP/2 clients send :authority, not Host; keep the name the client used.
-        h.insert(HOST, host);
-    }
+    // HTTP/2 clients send :authority, not Host; keep the name the client used. An
+    // HTTP/1.0 request may have neither: then the endpoint's own name.
+    let host = match host_header {
+        Some(host) => host,
+        None => HeaderValue::from_str(endpoint.authority.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid upstream authority"))?,
+    };
+    h.insert(HOST, host);
     h.insert(headers::X_REQUEST_ID, request_id.clone());
 
     let (body, body_sent) = LimitedBody::new(body, limit);
     let req = Request::from_parts(parts, body);
     let _in_flight = InFlight::start(&endpoint.stats);
-    let exchange = upstream.client.request(req);
+    let exchange = endpoint.pool.send(req);
     let timeout = upstream.connection.request_timeout;
     let exchange = match body_sent {
         None => tokio::time::timeout(timeout, exchange).await,
@@ -241,7 +241,7 @@ impl Drop for InFlight<'_> {
 
 /// Sorts a client error into connect failure, our body limit, a client abort, or an
 /// upstream failure, by walking its source chain.
-fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
+fn classify(e: ClientError) -> ProxyError {
     if e.is_connect() {
         return ProxyError::Connect(e);
     }

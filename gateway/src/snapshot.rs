@@ -1,8 +1,8 @@
 //! The snapshot: route table and upstream sets, immutable, swapped whole.
 //!
 //! Requests load the current snapshot once and keep it to the end, so a reload never
-//! changes a request in flight. [`Builder`] keeps what must outlive a snapshot (pooled
-//! clients, round-robin counters, endpoint counters, metric handles) and reuses them
+//! changes a request in flight. [`Builder`] keeps what must outlive a snapshot (endpoint
+//! connection pools, round-robin counters, endpoint counters, metric handles) and reuses them
 //! when a rebuild keeps an upstream or route.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use crate::balance::{Endpoint, EndpointStats, RoundRobin};
 use crate::config::{Config, ConnectionConfig};
 use crate::discovery::Registry;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::proxy::client::UpstreamClient;
+use crate::proxy::client::EndpointPool;
 use crate::routes::{Route, RouteTable};
 
 /// One immutable view of routes and upstreams.
@@ -38,15 +38,13 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// Endpoint selection.
     pub balancer: RoundRobin,
-    /// The pooled client for its endpoints.
-    pub client: UpstreamClient,
     /// Timeouts and pool settings.
     pub connection: ConnectionConfig,
 }
 
 /// State kept across snapshots.
 pub(crate) struct Builder {
-    clients: HashMap<Arc<str>, UpstreamClient>,
+    pools: HashMap<(Arc<str>, Authority), EndpointPool>,
     counters: HashMap<Arc<str>, Arc<AtomicUsize>>,
     stats: HashMap<(Arc<str>, Authority), Arc<EndpointStats>>,
     route_metrics: HashMap<Arc<str>, RouteMetrics>,
@@ -56,7 +54,7 @@ pub(crate) struct Builder {
 impl Builder {
     pub(crate) fn new() -> Self {
         Self {
-            clients: HashMap::new(),
+            pools: HashMap::new(),
             counters: HashMap::new(),
             stats: HashMap::new(),
             route_metrics: HashMap::new(),
@@ -74,22 +72,22 @@ impl Builder {
         self.generation += 1;
         let mut upstreams = HashMap::with_capacity(config.upstreams.len());
         for (name, u) in &config.upstreams {
-            let client = match self.clients.get(name) {
-                Some(c) if c.settings() == &u.connection => c.clone(),
-                _ => UpstreamClient::new(u.connection),
-            };
-            self.clients.insert(name.clone(), client.clone());
             let counter = self.counters.entry(name.clone()).or_default().clone();
             let endpoints: Vec<Endpoint> = discovery
                 .endpoints(name)
                 .iter()
-                .map(|authority| Endpoint {
-                    authority: authority.clone(),
-                    stats: self
-                        .stats
-                        .entry((name.clone(), authority.clone()))
-                        .or_default()
-                        .clone(),
+                .map(|authority| {
+                    let key = (name.clone(), authority.clone());
+                    let pool = match self.pools.get(&key) {
+                        Some(p) if p.settings() == &u.connection => p.clone(),
+                        _ => EndpointPool::new(authority.clone(), u.connection),
+                    };
+                    self.pools.insert(key.clone(), pool.clone());
+                    Endpoint {
+                        authority: authority.clone(),
+                        stats: self.stats.entry(key).or_default().clone(),
+                        pool,
+                    }
                 })
                 .collect();
             upstreams.insert(
@@ -97,19 +95,19 @@ impl Builder {
                 Arc::new(Upstream {
                     name: name.clone(),
                     balancer: RoundRobin::new(endpoints.into(), counter),
-                    client,
                     connection: u.connection,
                 }),
             );
         }
         // Forget state of upstreams and endpoints no longer configured.
-        self.clients.retain(|n, _| upstreams.contains_key(n));
         self.counters.retain(|n, _| upstreams.contains_key(n));
-        self.stats.retain(|(n, a), _| {
+        let live = |(n, a): &(Arc<str>, Authority)| {
             upstreams
                 .get(n)
                 .is_some_and(|u| u.balancer.endpoints().iter().any(|e| &e.authority == a))
-        });
+        };
+        self.stats.retain(|k, _| live(k));
+        self.pools.retain(|k, _| live(k));
 
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {

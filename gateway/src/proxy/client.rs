@@ -1,12 +1,33 @@
-//! The pooled HTTP/1.1 client for one upstream: keep-alive with an idle timeout below
-//! the upstream's, TCP_NODELAY, and a connect timeout. The request timeout is applied
-//! by the proxy around each exchange.
+//! Upstream connections: one small HTTP/1.1 keep-alive pool per endpoint.
+//!
+//! The balancer has already chosen the endpoint, so the pool needs no key: a request
+//! pops the most recently used idle connection (a `Vec` behind a mutex held for a few
+//! instructions), sends on it, and the connection goes back when the response body
+//! has been read to its end. A body dropped early closes its connection, since HTTP/1.1
+//! cannot abandon a response midway. Connections idle longer than `idle_timeout` are
+//! never reused (the timeout sits below the upstream's own, so the gateway closes
+//! first) and are closed by a reaper task that lives as long as the pool.
+//!
+//! Compared with hyper-util's general-purpose client this drops, per request, two
+//! hashes of the authority, a spawned task that waits for the connection to be ready
+//! again, and an absolute-form URI.
 
-use std::time::Duration;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::body::LimitedBody;
 use crate::config::ConnectionConfig;
@@ -14,39 +35,317 @@ use crate::config::ConnectionConfig;
 /// TCP keepalive probes detect a silently dead upstream host on long idle connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// A cheap-to-clone pooled client (the pool is shared by clones).
-#[derive(Clone, Debug)]
-pub struct UpstreamClient {
-    inner: Client<HttpConnector, LimitedBody>,
-    settings: ConnectionConfig,
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Resolving or connecting failed, or took longer than the connect timeout.
+    #[error("connecting to {authority} failed")]
+    Connect {
+        /// The endpoint.
+        authority: Authority,
+        /// What the OS or the resolver said.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection failed while sending the request or reading the response head.
+    #[error("the exchange with the upstream failed")]
+    Exchange(#[source] hyper::Error),
 }
 
-impl UpstreamClient {
-    /// A client with its own connection pool.
-    pub fn new(settings: ConnectionConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_keepalive(Some(TCP_KEEPALIVE));
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Self { inner, settings }
+impl ClientError {
+    /// True when the upstream cannot have seen the request.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, ClientError::Connect { .. })
+    }
+}
+
+/// The HTTP/1.1 connection pool of one endpoint; clones share it.
+#[derive(Clone, Debug)]
+pub struct EndpointPool {
+    inner: Arc<PoolInner>,
+}
+
+#[derive(Debug)]
+struct PoolInner {
+    authority: Authority,
+    /// Parsed once when the endpoint is an IP literal; names are resolved per connect.
+    addr: Option<SocketAddr>,
+    settings: ConnectionConfig,
+    /// Idle connections, oldest first; the last one is reused first (it is the warmest).
+    idle: Mutex<Vec<Idle>>,
+    reaper_started: AtomicBool,
+    opened: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<LimitedBody>,
+    since: Instant,
+}
+
+impl EndpointPool {
+    /// An empty pool for `authority`; connections open on demand.
+    pub fn new(authority: Authority, settings: ConnectionConfig) -> Self {
+        let addr = authority.as_str().parse().ok();
+        Self {
+            inner: Arc::new(PoolInner {
+                authority,
+                addr,
+                settings,
+                idle: Mutex::new(Vec::new()),
+                reaper_started: AtomicBool::new(false),
+                opened: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// The settings it was built with; a change needs a new pool.
     pub fn settings(&self) -> &ConnectionConfig {
-        &self.settings
+        &self.inner.settings
     }
 
-    /// Sends one request and resolves at the response head.
-    pub(crate) fn request(
+    /// Connections waiting for a request right now.
+    pub fn idle(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Connections opened since the pool was created.
+    pub fn opened(&self) -> u64 {
+        self.inner.opened.load(Ordering::Relaxed)
+    }
+
+    /// Sends one request (origin-form URI, Host set) and resolves at the response
+    /// head. A request that a reused connection closed under before sending any of
+    /// it is sent again on another connection; nothing else is retried here.
+    pub(crate) async fn send(
         &self,
-        req: http::Request<LimitedBody>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        self.inner.request(req)
+        mut req: Request<LimitedBody>,
+    ) -> Result<Response<PooledBody>, ClientError> {
+        loop {
+            let (mut sender, reused) = match self.inner.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let pool = self.inner.clone();
+                    return Ok(response.map(|body| PooledBody {
+                        inner: body,
+                        lease: Some(Lease { sender, pool }),
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(ClientError::Exchange(e.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<LimitedBody>, ClientError> {
+        let inner = &self.inner;
+        let fail = |source| ClientError::Connect {
+            authority: inner.authority.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout(inner.settings.connect_timeout, inner.dial())
+            .await
+            .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(fail)?;
+        stream.set_nodelay(true).map_err(fail)?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&keepalive)
+            .map_err(fail)?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ClientError::Exchange)?;
+        let authority = inner.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(upstream = %authority, error = %e, "upstream connection ended");
+            }
+        });
+        inner.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(sender)
+    }
+}
+
+impl PoolInner {
+    fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
+        // Nothing panics while the lock is held; a poisoned list is still a valid list.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The warmest idle connection that is ready and young enough, if any.
+    fn checkout(&self) -> Option<SendRequest<LimitedBody>> {
+        let mut idle = self.lock();
+        let now = Instant::now();
+        while let Some(conn) = idle.pop() {
+            if now.duration_since(conn.since) >= self.settings.idle_timeout {
+                // The rest are older still.
+                idle.clear();
+                return None;
+            }
+            if conn.sender.is_ready() {
+                return Some(conn.sender);
+            }
+            // Closed by the upstream while idle: dropped here.
+        }
+        None
+    }
+
+    async fn dial(&self) -> io::Result<TcpStream> {
+        if let Some(addr) = self.addr {
+            return TcpStream::connect(addr).await;
+        }
+        let mut last = None;
+        for addr in tokio::net::lookup_host(self.authority.as_str()).await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the name has no addresses")
+        }))
+    }
+
+    /// Takes a connection back after its response ended.
+    fn put(self: &Arc<Self>, mut sender: SendRequest<LimitedBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        if sender.is_ready() {
+            self.put_ready(sender);
+            return;
+        }
+        // Still finishing the exchange (say, the rest of an upload the upstream
+        // answered early): wait for it in the background, bounded.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let bound = self.settings.request_timeout;
+        runtime.spawn(async move {
+            let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
+            if let Ok(Ok(())) = tokio::time::timeout(bound, ready).await {
+                if let Some(pool) = pool.upgrade() {
+                    pool.put_ready(sender);
+                }
+            }
+        });
+    }
+
+    fn put_ready(self: &Arc<Self>, sender: SendRequest<LimitedBody>) {
+        {
+            let mut idle = self.lock();
+            if idle.len() >= self.settings.max_idle_per_endpoint {
+                return;
+            }
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+        if !self.reaper_started.swap(true, Ordering::Relaxed) {
+            self.start_reaper();
+        }
+    }
+
+    /// Closes connections idle past the timeout, every half timeout, until the pool
+    /// is dropped.
+    fn start_reaper(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.reaper_started.store(false, Ordering::Relaxed);
+            return;
+        };
+        let pool: Weak<PoolInner> = Arc::downgrade(self);
+        let timeout = self.settings.idle_timeout;
+        let period = (timeout / 2).max(Duration::from_millis(100));
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let expired: Vec<Idle> = {
+                    let mut idle = pool.lock();
+                    let now = Instant::now();
+                    let keep = idle
+                        .iter()
+                        .position(|c| now.duration_since(c.since) < timeout)
+                        .unwrap_or(idle.len());
+                    let mut expired: Vec<Idle> = idle.drain(..keep).collect();
+                    idle.retain(|c| !c.sender.is_closed());
+                    expired.shrink_to_fit();
+                    expired
+                };
+                // Closed outside the lock.
+                drop(expired);
+            }
+        });
+    }
+}
+
+/// Holds a connection while its response body is read.
+#[derive(Debug)]
+struct Lease {
+    sender: SendRequest<LimitedBody>,
+    pool: Arc<PoolInner>,
+}
+
+/// An upstream response body that returns its connection to the pool when it has
+/// been read to the end, and closes it when dropped before that.
+#[derive(Debug)]
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.pool.put(lease.sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            None => this.release(),
+            Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
+            Some(Ok(_)) => {}
+            // The connection is broken; dropping the sender lets it close.
+            Some(Err(_)) => this.lease = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Bodies that are empty from the start (HEAD, 204, 304) are never polled.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
     }
 }

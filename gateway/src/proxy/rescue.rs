@@ -32,13 +32,13 @@ pub enum ProxyError {
     NoEndpoint(std::sync::Arc<str>),
     /// TCP connect to the endpoint failed or timed out.
     #[error("could not connect to the upstream")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] super::client::ClientError),
     /// No response head within the upstream's request timeout.
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
     /// The upstream closed or broke the exchange.
     #[error("the upstream failed to answer")]
-    UpstreamFailed(#[source] hyper_util::client::legacy::Error),
+    UpstreamFailed(#[source] super::client::ClientError),
     /// The request body is larger than the route allows.
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge {
@@ -56,7 +56,7 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// Reading the request body from the client failed midway.
     #[error("the client's request body was cut off")]
-    ClientAborted(#[source] hyper_util::client::legacy::Error),
+    ClientAborted(#[source] super::client::ClientError),
 }
 
 impl ProxyError {

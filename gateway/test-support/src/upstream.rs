@@ -8,6 +8,7 @@
 //! - `.../upload`: counts body bytes as they arrive (see [`FakeUpstream::uploaded`]).
 //! - `.../hop`: answers with hop-by-hop headers the gateway must remove.
 //! - `.../status/NNN`: answers with that status.
+//! - `.../close`: answers with `Connection: close`, then closes the connection.
 //! - anything else: 200 with `{"upstream", "method", "path", "headers", "body_len"}`.
 
 use std::collections::BTreeMap;
@@ -74,6 +75,9 @@ struct State {
     name: String,
     hits: AtomicUsize,
     connections: AtomicUsize,
+    open: AtomicUsize,
+    /// Bumped to make every open connection close once it is idle.
+    close_all: watch::Sender<u64>,
     hold: Hold,
     uploaded: watch::Sender<u64>,
 }
@@ -101,6 +105,8 @@ impl FakeUpstream {
             name: name.to_owned(),
             hits: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            close_all: watch::channel(0).0,
             hold: Hold::new(),
             uploaded: watch::channel(0).0,
         });
@@ -108,15 +114,26 @@ impl FakeUpstream {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 s.connections.fetch_add(1, Ordering::SeqCst);
+                s.open.fetch_add(1, Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
+                    let mut close_all = s.close_all.subscribe();
+                    let s2 = s.clone();
                     let svc = service_fn(move |req| {
-                        let s = s.clone();
+                        let s = s2.clone();
                         async move { Ok::<_, Infallible>(handle(s, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        Ok(()) = close_all.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                    s.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -136,6 +153,17 @@ impl FakeUpstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open connection once its current exchange (if any) ends, as an
+    /// upstream's own keep-alive timeout would.
+    pub fn close_connections(&self) {
+        self.state.close_all.send_modify(|n| *n += 1);
     }
 
     /// The hold/release control.
@@ -189,6 +217,11 @@ async fn handle(s: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         Response::new(full(format!("{{\"received\":{n}}}")))
+    } else if path.ends_with("/close") {
+        Response::builder()
+            .header("connection", "close")
+            .body(full("closing"))
+            .expect("valid response")
     } else if path.ends_with("/hop") {
         Response::builder()
             .header("connection", "x-upstream-private")

@@ -1,0 +1,153 @@
+//! The per-endpoint connection pool: what goes back to it, what never does, and when
+//! idle connections close.
+
+use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway};
+use http::{Method, Request};
+use http_body_util::BodyExt;
+
+use crate::{route, upstream};
+
+/// The gateway's view of its one endpoint in `/admin/upstreams`.
+async fn endpoint_state(gw: &TestGateway) -> serde_json::Value {
+    let ups = Client::default()
+        .get(&gw.admin_url("/admin/upstreams"))
+        .await
+        .json();
+    ups["upstreams"][0]["endpoints"][0].clone()
+}
+
+#[tokio::test]
+async fn every_kind_of_complete_response_returns_its_connection() {
+    let up = FakeUpstream::start("up").await;
+    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    // Sized, empty (HEAD, 204, 304), chunked and large streamed bodies.
+    for (method, path) in [
+        (Method::GET, "/echo"),
+        (Method::HEAD, "/echo"),
+        (Method::GET, "/status/204"),
+        (Method::GET, "/status/304"),
+        (Method::GET, "/stream/300000"),
+        (Method::POST, "/echo"),
+        (Method::GET, "/status/503"),
+        (Method::GET, "/echo"),
+    ] {
+        let r = client.request(method.clone(), &gw.url(path), &[], "").await;
+        assert!(r.status.as_u16() < 600, "{method} {path}");
+    }
+    assert_eq!(up.hits(), 8);
+    assert_eq!(up.connections(), 1, "one upstream connection carried all");
+    let state = endpoint_state(&gw).await;
+    assert_eq!(state["connections_opened"], 1, "{state}");
+}
+
+#[tokio::test]
+async fn a_response_abandoned_midway_closes_its_connection() {
+    let up = FakeUpstream::start("up").await;
+    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    let response = client
+        .send_streaming(
+            Request::get(gw.url("/stream-gated"))
+                .body(gateway_test_support::empty())
+                .unwrap(),
+        )
+        .await;
+    let mut body = response.into_body();
+    within("first chunk", body.frame()).await.unwrap().unwrap();
+    drop(body);
+    up.hold().release(1);
+    eventually("the abandoned upstream connection to close", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+
+    // The next request must not read the rest of the old response.
+    let r = client.get(&gw.url("/echo")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/echo");
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn connections_the_upstream_closes_are_not_reused() {
+    let up = FakeUpstream::start("up").await;
+    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    // Announced: `Connection: close` on the response.
+    assert_eq!(client.get(&gw.url("/close")).await.status, 200);
+    assert_eq!(client.get(&gw.url("/echo")).await.status, 200);
+    assert_eq!(up.connections(), 2);
+
+    // Unannounced: the upstream drops an idle keep-alive connection.
+    up.close_connections();
+    eventually("the upstream to close its idle connection", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        let r = client.get(&gw.url("/echo")).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(up.connections(), 3);
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_timeout() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], "idle_timeout = \"300ms\""),
+        route("all", "/", "up", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    assert_eq!(client.get(&gw.url("/echo")).await.status, 200);
+    assert_eq!(endpoint_state(&gw).await["idle_connections"], 1);
+    eventually("the gateway to close its idle connection", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(endpoint_state(&gw).await["idle_connections"], 0);
+    assert_eq!(client.get(&gw.url("/echo")).await.status, 200);
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn the_pool_keeps_at_most_max_idle_connections() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], "max_idle_per_endpoint = 1"),
+        route("all", "/", "up", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.url("/hold"));
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    for _ in 0..3 {
+        up.hold().arrived().await;
+    }
+    assert_eq!(up.connections(), 3);
+    up.hold().release(3);
+    for h in held {
+        assert_eq!(within("held response", h).await.unwrap().status, 200);
+    }
+    eventually("the surplus connections to close", || async {
+        (up.open_connections() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(endpoint_state(&gw).await["idle_connections"], 1);
+}
