@@ -21,6 +21,8 @@
 #        QUICK=1 load-tests/compare.sh    # quick: 3 s x 1
 # Environment (defaults in brackets):
 #   PROXIES ["direct nginx haproxy gateway"]   WORKERS ["1 2"]
+#     add `baseline` to measure a second gateway build (BASELINE_BIN, say an older
+#     commit built into another target dir) in the same interleaved rounds
 #   CONNS [64]  DURATION [10s]  REPEATS [3]  WARMUP [2s]
 #   RATE [5000] RATE_CONNS [32] RATE_DURATION [10s]
 #   HOLD_CONNS [1000] HOLD_SECS [3]
@@ -237,6 +239,14 @@ if [[ " $PROXIES " == *" gateway "* && -x "$GATEWAY_BIN" ]]; then
     GATEWAY_BIN=$TMP/gateway-bin
     log "gateway: $GATEWAY_NOTE"
 fi
+BASELINE_NOTE=""
+if [[ " $PROXIES " == *" baseline "* ]]; then
+    [[ -x "${BASELINE_BIN:-}" ]] || die "PROXIES has baseline: set BASELINE_BIN to a gateway binary"
+    BASELINE_NOTE="$BASELINE_BIN built $(date -u -r "$BASELINE_BIN" +%FT%TZ), sha256 $(sha256sum "$BASELINE_BIN" | cut -c1-12)"
+    cp "$BASELINE_BIN" "$TMP/baseline-bin"
+    BASELINE_BIN=$TMP/baseline-bin
+    log "baseline: $BASELINE_NOTE"
+fi
 
 # ---- upstreams -------------------------------------------------------------------
 log "temp dir $TMP"
@@ -259,6 +269,9 @@ start_proxy() { # name workers; pid in $LAST_PID
     gateway)
         start_bg "$name-w$w" env GATEWAY_WORKERS="$w" "$GATEWAY_BIN" --config "$GATEWAY_CONFIG" --workers "$w"
         ;;
+    baseline)
+        start_bg "$name-w$w" env GATEWAY_WORKERS="$w" "$BASELINE_BIN" --config "$GATEWAY_CONFIG" --workers "$w"
+        ;;
     esac
 }
 
@@ -270,7 +283,7 @@ TARGETS=()
 for name in $PROXIES; do
     case $name in
     direct) TARGETS+=("direct:-") ;;
-    nginx | haproxy | gateway)
+    nginx | haproxy | gateway | baseline)
         if [[ $name == gateway && ! -x "$GATEWAY_BIN" ]]; then
             log "gateway: $GATEWAY_BIN not built (cargo build --release -p gateway); row pending"
             printf 'gateway\t-\tpending\n' >>"$RESULTS"
@@ -278,7 +291,7 @@ for name in $PROXIES; do
         fi
         for w in $WORKERS; do TARGETS+=("$name:$w"); done
         ;;
-    *) die "unknown target $name (PROXIES: direct nginx haproxy gateway)" ;;
+    *) die "unknown target $name (PROXIES: direct nginx haproxy gateway baseline)" ;;
     esac
 done
 ((${#TARGETS[@]})) || die "nothing to measure"
@@ -353,6 +366,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), load average $LOAD_START at start, $LOAD_END at end."
     echo "Versions: $(oha --version 2>/dev/null | head -n 1); $(nginx -v 2>&1); $(haproxy -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3)."
     [[ -n "$GATEWAY_NOTE" ]] && echo "Gateway: $GATEWAY_NOTE; repo HEAD at the end of the run $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')."
+    [[ -n "$BASELINE_NOTE" ]] && echo "Baseline: $BASELINE_NOTE."
     echo
 } >"$TMP/table.md"
 python3 "$HERE/table.py" "$RESULTS" "$CONNS" "$DURATION" "$REPEATS" "$RATE" "$RATE_CONNS" "$RATE_DURATION" "$HOLD_CONNS" >>"$TMP/table.md"

@@ -9,10 +9,14 @@ pub mod client;
 pub mod headers;
 pub mod rescue;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
@@ -20,6 +24,9 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 use crate::balance::EndpointStats;
 use crate::routes::Route;
@@ -61,42 +68,124 @@ struct Trace {
 }
 
 /// Handles one request end to end; never fails, never panics on input.
-pub(crate) async fn handle(
+///
+/// Everything up to handing the request to an upstream connection runs here, before
+/// the returned future is first polled, so the future carries only what waiting for
+/// the response needs: hyper keeps one such future per connection and moves each
+/// request's into place, so its size is paid per connection and per request.
+pub(crate) fn handle(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> Handling<impl Future<Output = Result<Response<PooledBody>, ClientError>>> {
     let start = Instant::now();
     let snapshot = shared.snapshot.load_full();
     let request_id = shared.ids.for_request(req.headers());
     let method = req.method().clone();
     let mut trace = Trace::default();
-    let response = match forward(&snapshot, &peer, req, &request_id, &mut trace).await {
-        Ok(mut response) => {
-            headers::remove_hop_by_hop(response.headers_mut());
-            response
-                .headers_mut()
-                .insert(headers::X_REQUEST_ID, request_id.clone());
-            response.map(Either::Left)
-        }
-        Err(err) => {
-            if err.blame() == Blame::Upstream {
-                if let Some(route) = &trace.route {
-                    shared
-                        .metrics
-                        .upstream_error(&route.upstream.name, err.kind());
-                }
-            }
-            rescue::respond(&err, &request_id)
-        }
+    let stage = match dispatch(&snapshot, &peer, req, &request_id, &mut trace) {
+        Ok(exchange) => Stage::Sent { exchange },
+        Err(e) => Stage::Failed { error: Some(e) },
     };
+    Handling {
+        stage,
+        done: Done {
+            shared,
+            peer,
+            snapshot,
+            method,
+            trace,
+            request_id,
+            start,
+        },
+    }
+}
+
+pin_project! {
+    /// The response to one request, from [`handle`]. Its error type is `Infallible`
+    /// because every failure becomes a gateway response.
+    pub(crate) struct Handling<F> {
+        #[pin]
+        stage: Stage<F>,
+        done: Done,
+    }
+}
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<F> {
+        Sent { #[pin] exchange: Exchange<F> },
+        Failed { error: Option<ProxyError> },
+    }
+}
+
+/// What the metrics and the access log need once the response is known.
+struct Done {
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    snapshot: Arc<Snapshot>,
+    method: Method,
+    trace: Trace,
+    request_id: HeaderValue,
+    start: Instant,
+}
+
+impl<F> Future for Handling<F>
+where
+    F: Future<Output = Result<Response<PooledBody>, ClientError>>,
+{
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.stage.project() {
+            StageProj::Sent { exchange } => ready!(exchange.poll(cx)),
+            StageProj::Failed { error } => Err(error
+                .take()
+                .unwrap_or(ProxyError::BadRequest("request polled after completion"))),
+        };
+        let done = &*this.done;
+        let response = match result {
+            Ok(mut response) => {
+                headers::remove_hop_by_hop(response.headers_mut());
+                response
+                    .headers_mut()
+                    .insert(headers::X_REQUEST_ID, done.request_id.clone());
+                response.map(Either::Left)
+            }
+            Err(err) => {
+                if err.blame() == Blame::Upstream {
+                    if let Some(route) = &done.trace.route {
+                        done.shared
+                            .metrics
+                            .upstream_error(&route.upstream.name, err.kind());
+                    }
+                }
+                rescue::respond(&err, &done.request_id)
+            }
+        };
+        Poll::Ready(Ok(finish(done, response)))
+    }
+}
+
+/// Metrics and the access log for a finished request.
+fn finish(done: &Done, response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let Done {
+        shared,
+        peer,
+        snapshot,
+        method,
+        trace,
+        request_id,
+        start,
+    } = done;
     let elapsed = start.elapsed();
     let status = response.status();
     match &trace.route {
-        Some(route) => route.metrics.record(&method, status, elapsed.as_secs_f64()),
+        Some(route) => route.metrics.record(method, status, elapsed.as_secs_f64()),
         None => shared
             .unrouted
-            .record(&method, status, elapsed.as_secs_f64()),
+            .record(method, status, elapsed.as_secs_f64()),
     }
     if snapshot.config.log.access_log {
         tracing::info!(
@@ -114,13 +203,14 @@ pub(crate) async fn handle(
     response
 }
 
-async fn forward(
+/// Checks, routes and rewrites a request, then hands it to an endpoint's pool.
+fn dispatch(
     snapshot: &Snapshot,
     peer: &Peer,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
-) -> Result<Response<PooledBody>, ProxyError> {
+) -> Result<Exchange<impl Future<Output = Result<Response<PooledBody>, ClientError>>>, ProxyError> {
     let server = &snapshot.config.server;
     if head_size(&req) > server.max_request_headers {
         return Err(ProxyError::HeadersTooLarge {
@@ -170,6 +260,8 @@ async fn forward(
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
+    // Room for the headers added below, so the map grows (and rehashes) at most once.
+    h.reserve(4);
     headers::remove_hop_by_hop(h);
     // The gateway already answered `Expect: 100-continue` by reading the body.
     h.remove(EXPECT);
@@ -192,48 +284,77 @@ async fn forward(
     h.insert(headers::X_REQUEST_ID, request_id.clone());
 
     let (body, body_sent) = LimitedBody::new(body, limit);
-    let req = Request::from_parts(parts, body);
-    let _in_flight = InFlight::start(&endpoint.stats);
-    let exchange = endpoint.pool.send(req);
+    let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
-    let exchange = match body_sent {
-        None => tokio::time::timeout(timeout, exchange).await,
-        // The response timeout runs from the end of the upload, so a large or slow
-        // upload is bounded by the client's pace, not cut off by the upstream's timer.
-        Some(sent) => {
-            tokio::pin!(exchange);
-            tokio::select! {
-                biased;
-                response = &mut exchange => Ok(response),
-                _ = sent => tokio::time::timeout(timeout, exchange).await,
-            }
-        }
-    };
-    let result = match exchange {
-        Err(_elapsed) => Err(ProxyError::UpstreamTimeout),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(classify(e)),
-    };
-    if let Err(e) = &result {
-        if e.blame() == Blame::Upstream {
-            endpoint.stats.failures.fetch_add(1, Ordering::Relaxed);
-        }
+    Ok(Exchange {
+        response: endpoint.pool.send(Request::from_parts(parts, body)),
+        deadline: tokio::time::sleep(timeout),
+        body_sent,
+        timeout,
+        in_flight,
+    })
+}
+
+pin_project! {
+    /// A request handed to an upstream connection, awaiting its response head within
+    /// the upstream's request timeout. The timeout runs from the end of the upload, so
+    /// a large or slow upload is bounded by the client's pace, not cut off by the
+    /// upstream's timer.
+    struct Exchange<F> {
+        #[pin]
+        response: F,
+        #[pin]
+        deadline: Sleep,
+        // Resolves when the request body has been sent (absent without a body).
+        body_sent: Option<oneshot::Receiver<()>>,
+        timeout: Duration,
+        in_flight: InFlight,
     }
-    result
+}
+
+impl<F> Future for Exchange<F>
+where
+    F: Future<Output = Result<Response<PooledBody>, ClientError>>,
+{
+    type Output = Result<Response<PooledBody>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = match this.response.poll(cx) {
+            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+            Poll::Ready(Err(e)) => classify(e),
+            Poll::Pending => {
+                if let Some(sent) = this.body_sent {
+                    if Pin::new(sent).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    *this.body_sent = None;
+                    let deadline = tokio::time::Instant::now() + *this.timeout;
+                    this.deadline.as_mut().reset(deadline);
+                }
+                ready!(this.deadline.poll(cx));
+                ProxyError::UpstreamTimeout
+            }
+        };
+        if result.blame() == Blame::Upstream {
+            this.in_flight.0.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(Err(result))
+    }
 }
 
 /// Counts a request as in flight on an endpoint until dropped.
-struct InFlight<'a>(&'a EndpointStats);
+struct InFlight(Arc<EndpointStats>);
 
-impl<'a> InFlight<'a> {
-    fn start(stats: &'a EndpointStats) -> Self {
+impl InFlight {
+    fn start(stats: Arc<EndpointStats>) -> Self {
         stats.requests.fetch_add(1, Ordering::Relaxed);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         Self(stats)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

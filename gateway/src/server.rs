@@ -1,7 +1,6 @@
 //! The proxy listener: accepts connections, serves HTTP/1.1 and h2c on the same port,
 //! and drains gracefully on shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -73,9 +72,8 @@ pub(crate) async fn serve(
             shared.metrics.open_connections.inc();
             let svc_shared = shared.clone();
             let service = service_fn(move |req| {
-                let shared = svc_shared.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(proxy::handle(shared, peer, req).await) }
+                // Not wrapped in an async block: see `proxy::handle` on future size.
+                proxy::handle(svc_shared.clone(), peer.clone(), req)
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {

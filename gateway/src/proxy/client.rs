@@ -12,6 +12,7 @@
 //! hashes of the authority, a spawned task that waits for the connection to be ready
 //! again, and an absolute-form URI.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,7 +27,9 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 
 use super::body::LimitedBody;
@@ -114,36 +117,110 @@ impl EndpointPool {
         self.inner.opened.load(Ordering::Relaxed)
     }
 
-    /// Sends one request (origin-form URI, Host set) and resolves at the response
-    /// head. A request that a reused connection closed under before sending any of
-    /// it is sent again on another connection; nothing else is retried here.
-    pub(crate) async fn send(
+    /// Sends one request (origin-form URI, Host set); the future resolves at the
+    /// response head. A request that a reused connection closed under before sending
+    /// any of it is sent again on another connection; nothing else is retried here.
+    ///
+    /// With an idle connection at hand the request is handed to it before this
+    /// returns, so the future holds only the response channel, not the request.
+    pub(crate) fn send(
         &self,
-        mut req: Request<LimitedBody>,
-    ) -> Result<Response<PooledBody>, ClientError> {
+        req: Request<LimitedBody>,
+    ) -> SendFuture<impl Future<Output = Result<Response<Incoming>, Unsent>> + Send + 'static> {
+        let pool = self.inner.clone();
+        let state = match pool.checkout() {
+            Some(mut sender) => SendState::Sent {
+                response: sender.try_send_request(req),
+                lease: Some(Lease { sender, pool }),
+            },
+            // Connecting is rare; boxed, its large future stays out of every request's.
+            None => SendState::Slow {
+                future: Box::pin(send_slow(pool, req)),
+            },
+        };
+        SendFuture { state }
+    }
+}
+
+/// What `try_send_request` gives back on failure.
+pub(crate) type Unsent = TrySendError<Request<LimitedBody>>;
+
+type SlowFuture = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ClientError>> + Send>>;
+
+pin_project! {
+    /// The response head from [`EndpointPool::send`].
+    pub(crate) struct SendFuture<R> {
+        #[pin]
+        state: SendState<R>,
+    }
+}
+
+pin_project! {
+    #[project = SendStateProj]
+    enum SendState<R> {
+        // Handed to an idle connection; waiting for its answer.
+        Sent { #[pin] response: R, lease: Option<Lease> },
+        // Connecting, or retrying after an idle connection closed under the request.
+        Slow { future: SlowFuture },
+    }
+}
+
+impl<R> Future for SendFuture<R>
+where
+    R: Future<Output = Result<Response<Incoming>, Unsent>>,
+{
+    type Output = Result<Response<PooledBody>, ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
         loop {
-            let (mut sender, reused) = match self.inner.checkout() {
-                Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
-            };
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    let pool = self.inner.clone();
-                    return Ok(response.map(|body| PooledBody {
-                        inner: body,
-                        lease: Some(Lease { sender, pool }),
-                    }));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(ClientError::Exchange(e.into_error())),
+            let retry = match state.as_mut().project() {
+                SendStateProj::Slow { future } => return future.as_mut().poll(cx),
+                SendStateProj::Sent { response, lease } => match ready!(response.poll(cx)) {
+                    Ok(response) => {
+                        let lease = lease.take();
+                        return Poll::Ready(Ok(response.map(|inner| PooledBody { inner, lease })));
+                    }
+                    Err(mut e) => match (e.take_message(), lease.take()) {
+                        // The idle connection closed before the request was written.
+                        (Some(unsent), Some(lease)) => send_slow(lease.pool, unsent),
+                        _ => return Poll::Ready(Err(ClientError::Exchange(e.into_error()))),
+                    },
                 },
-            }
+            };
+            state.set(SendState::Slow {
+                future: Box::pin(retry),
+            });
         }
     }
+}
 
+/// The general path: idle connections until one takes the request, else a new one.
+async fn send_slow(
+    pool: Arc<PoolInner>,
+    mut req: Request<LimitedBody>,
+) -> Result<Response<PooledBody>, ClientError> {
+    loop {
+        let (mut sender, reused) = match pool.checkout() {
+            Some(sender) => (sender, true),
+            None => (pool.connect().await?, false),
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => {
+                let lease = Some(Lease { sender, pool });
+                return Ok(response.map(|inner| PooledBody { inner, lease }));
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if reused => req = unsent,
+                _ => return Err(ClientError::Exchange(e.into_error())),
+            },
+        }
+    }
+}
+
+impl PoolInner {
     async fn connect(&self) -> Result<SendRequest<LimitedBody>, ClientError> {
-        let inner = &self.inner;
+        let inner = self;
         let fail = |source| ClientError::Connect {
             authority: inner.authority.clone(),
             source,
@@ -170,9 +247,7 @@ impl EndpointPool {
         inner.opened.fetch_add(1, Ordering::Relaxed);
         Ok(sender)
     }
-}
 
-impl PoolInner {
     fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
         // Nothing panics while the lock is held; a poisoned list is still a valid list.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)

@@ -15,51 +15,66 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Hop-by-hop headers (RFC 9110 7.6.1 and common practice); `Proxy-*` is matched by prefix.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Longest request id accepted from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Removes hop-by-hop headers, first those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            // Tokens that are removed anyway, or are not headers, cost nothing.
-            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
-            }
+    // One pass over the names decides what to do: most messages carry nothing
+    // hop-by-hop but `Connection: keep-alive`, and a lookup per name costs more.
+    let (mut connection, mut others) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(name) {
+            others = true;
         }
     }
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
+    if connection {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                // Tokens that are removed anyway, or are not headers, cost nothing.
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("keep-alive")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+        headers.remove(header::CONNECTION);
+        for name in named {
             headers.remove(name);
         }
     }
-    headers.remove(PROXY_CONNECTION);
+    if others {
+        let present: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_hop_by_hop(k))
+            .cloned()
+            .collect();
+        for name in present {
+            headers.remove(name);
+        }
+    }
+}
+
+/// A header that applies to one connection only (RFC 9110 7.6.1 and common
+/// practice): the fixed list, or any `Proxy-*` (including `Proxy-Connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Whether a peer's own forwarding headers may be believed.
@@ -93,16 +108,19 @@ pub fn set_forwarded(
         None => peer_ip.clone(),
     };
     headers.insert(X_FORWARDED_FOR, xff);
-    if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
+    let proto = HeaderValue::from_static(proto);
+    if trusted {
+        // A trusted proxy's proto and host stand; one lookup each.
+        headers.entry(X_FORWARDED_PROTO).or_insert(proto);
+        if let Some(h) = host {
+            headers.entry(X_FORWARDED_HOST).or_insert(h);
+        }
+    } else {
+        headers.insert(X_FORWARDED_PROTO, proto);
         match host {
             Some(h) => headers.insert(X_FORWARDED_HOST, h),
             None => headers.remove(X_FORWARDED_HOST),
         };
-    }
-    if !trusted {
         // RFC 7239 `Forwarded` from an untrusted peer cannot be checked: drop it.
         headers.remove(FORWARDED);
     }
@@ -201,6 +219,19 @@ mod tests {
         remove_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept"]);
+
+        // Without `Connection`; and `Connection` on two lines.
+        let mut h = map(&[("proxy-connection", "keep-alive"), ("te", "x"), ("a", "1")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["a"]);
+        let mut h = map(&[
+            ("connection", "close"),
+            ("connection", "x-one"),
+            ("x-one", "1"),
+            ("a", "1"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["a"]);
     }
 
     #[test]
