@@ -143,6 +143,7 @@ async fn upstreams(State(a): State<Admin>) -> Json<Value> {
                 "request_timeout_ms": c.request_timeout.as_millis() as u64,
                 "idle_timeout_ms": c.idle_timeout.as_millis() as u64,
                 "max_idle_per_endpoint": c.max_idle_per_endpoint,
+                "connect_concurrency": c.connect_concurrency,
             })
         })
         .collect();

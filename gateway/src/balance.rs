@@ -81,6 +81,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             max_idle_per_endpoint: 1,
+            connect_concurrency: 1,
         };
         let eps: Vec<Endpoint> = (0..n)
             .map(|i| {

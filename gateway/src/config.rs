@@ -107,6 +107,10 @@ pub struct ConnectionConfig {
     pub idle_timeout: Duration,
     /// Idle connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
+    /// Connections to one endpoint that may be opening at once. A burst of requests
+    /// waits for the first of a returned connection or a free slot, so the pool grows
+    /// to the concurrency the upstream needs rather than one connection per request.
+    pub connect_concurrency: usize,
 }
 
 /// One route: a match and where it goes.
@@ -156,6 +160,7 @@ pub(crate) mod defaults {
     pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
     /// Idle connections kept per endpoint: enough for bursts of 128 concurrent requests.
     pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 128;
+    pub(crate) const CONNECT_CONCURRENCY: usize = 4;
 }
 
 /// Why a configuration was refused.

@@ -55,6 +55,7 @@ pub(crate) struct Upstream {
     pub(crate) request_timeout: Option<Spanned<String>>,
     pub(crate) idle_timeout: Option<Spanned<String>>,
     pub(crate) max_idle_per_endpoint: Option<Spanned<i64>>,
+    pub(crate) connect_concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

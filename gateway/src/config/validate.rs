@@ -196,6 +196,16 @@ impl Validator<'_> {
                 defaults::MAX_IDLE_PER_ENDPOINT
             }),
         };
+        let connect_concurrency = match &raw.connect_concurrency {
+            None => defaults::CONNECT_CONCURRENCY,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    self.problem(n, "must be 1 or more");
+                    defaults::CONNECT_CONCURRENCY
+                }
+            },
+        };
         let connection = ConnectionConfig {
             connect_timeout: self
                 .positive_duration(&raw.connect_timeout, defaults::CONNECT_TIMEOUT),
@@ -203,6 +213,7 @@ impl Validator<'_> {
                 .positive_duration(&raw.request_timeout, defaults::REQUEST_TIMEOUT),
             idle_timeout: self.positive_duration(&raw.idle_timeout, defaults::IDLE_TIMEOUT),
             max_idle_per_endpoint: max_idle,
+            connect_concurrency,
         };
         UpstreamConfig {
             name,
@@ -480,7 +491,7 @@ strip_prefix = true
             .replace("\"127.0.0.1:8001\"", "\"127.0.0.1\"")
             .replace(
                 "[upstreams.orders]",
-                "[upstreams.orders]\nconnect_timeout = \"soon\"",
+                "[upstreams.orders]\nconnect_timeout = \"soon\"\nconnect_concurrency = 0",
             );
         let p = problems(&text);
         let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
@@ -489,6 +500,7 @@ strip_prefix = true
             [
                 "listen.proxy",
                 "upstreams.orders.connect_timeout",
+                "upstreams.orders.connect_concurrency",
                 "upstreams.orders.endpoints"
             ]
         );

@@ -31,6 +31,7 @@ use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
 
 use super::body::LimitedBody;
 use crate::config::ConnectionConfig;
@@ -76,6 +77,10 @@ struct PoolInner {
     settings: ConnectionConfig,
     /// Idle connections, oldest first; the last one is reused first (it is the warmest).
     idle: Mutex<Vec<Idle>>,
+    /// Woken when a connection comes back, for requests waiting to connect.
+    returned: Notify,
+    /// `connect_concurrency` slots: connections being opened right now.
+    connecting: Semaphore,
     reaper_started: AtomicBool,
     opened: AtomicU64,
 }
@@ -96,6 +101,8 @@ impl EndpointPool {
                 addr,
                 settings,
                 idle: Mutex::new(Vec::new()),
+                returned: Notify::new(),
+                connecting: Semaphore::new(settings.connect_concurrency),
                 reaper_started: AtomicBool::new(false),
                 opened: AtomicU64::new(0),
             }),
@@ -201,10 +208,7 @@ async fn send_slow(
     mut req: Request<LimitedBody>,
 ) -> Result<Response<PooledBody>, ClientError> {
     loop {
-        let (mut sender, reused) = match pool.checkout() {
-            Some(sender) => (sender, true),
-            None => (pool.connect().await?, false),
-        };
+        let (mut sender, reused) = pool.acquire().await?;
         match sender.try_send_request(req).await {
             Ok(response) => {
                 let lease = Some(Lease { sender, pool });
@@ -221,10 +225,7 @@ async fn send_slow(
 impl PoolInner {
     async fn connect(&self) -> Result<SendRequest<LimitedBody>, ClientError> {
         let inner = self;
-        let fail = |source| ClientError::Connect {
-            authority: inner.authority.clone(),
-            source,
-        };
+        let fail = |source| self.connect_error(source);
         let stream = tokio::time::timeout(inner.settings.connect_timeout, inner.dial())
             .await
             .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
@@ -257,18 +258,61 @@ impl PoolInner {
     fn checkout(&self) -> Option<SendRequest<LimitedBody>> {
         let mut idle = self.lock();
         let now = Instant::now();
-        while let Some(conn) = idle.pop() {
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let conn = &idle[i];
             if now.duration_since(conn.since) >= self.settings.idle_timeout {
-                // The rest are older still.
-                idle.clear();
+                // This one and all before it (older still) have expired.
+                idle.drain(..=i);
                 return None;
             }
             if conn.sender.is_ready() {
-                return Some(conn.sender);
+                return Some(idle.remove(i).sender);
             }
-            // Closed by the upstream while idle: dropped here.
+            if conn.sender.is_closed() {
+                idle.remove(i);
+            }
+            // Otherwise still finishing its last exchange: left for a later request.
         }
         None
+    }
+
+    /// An idle connection, or a new one once a connect slot is free, whichever comes
+    /// first; `true` with a reused one. Waiting is bounded by the connect timeout.
+    async fn acquire(&self) -> Result<(SendRequest<LimitedBody>, bool), ClientError> {
+        let wait = async {
+            loop {
+                // Registered before the pool is checked, so a return in between wakes it.
+                let returned = self.returned.notified();
+                tokio::pin!(returned);
+                returned.as_mut().enable();
+                if let Some(sender) = self.checkout() {
+                    return Ok(sender);
+                }
+                tokio::select! {
+                    permit = self.connecting.acquire() => return Err(permit),
+                    () = &mut returned => {}
+                }
+            }
+        };
+        let waited = tokio::time::timeout(self.settings.connect_timeout, wait).await;
+        match waited {
+            Ok(Ok(sender)) => Ok((sender, true)),
+            Ok(Err(Ok(_slot))) => Ok((self.connect().await?, false)),
+            Ok(Err(Err(_closed))) => Err(self.connect_error(io::Error::other("pool closed"))),
+            Err(_elapsed) => Err(self.connect_error(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no connection became available within the connect timeout",
+            ))),
+        }
+    }
+
+    fn connect_error(&self, source: io::Error) -> ClientError {
+        ClientError::Connect {
+            authority: self.authority.clone(),
+            source,
+        }
     }
 
     async fn dial(&self) -> io::Result<TcpStream> {
@@ -288,32 +332,13 @@ impl PoolInner {
     }
 
     /// Takes a connection back after its response ended.
-    fn put(self: &Arc<Self>, mut sender: SendRequest<LimitedBody>) {
+    fn put(self: &Arc<Self>, sender: SendRequest<LimitedBody>) {
         if sender.is_closed() {
             return;
         }
-        if sender.is_ready() {
-            self.put_ready(sender);
-            return;
-        }
-        // Still finishing the exchange (say, the rest of an upload the upstream
-        // answered early): wait for it in the background, bounded.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pool = Arc::downgrade(self);
-        let bound = self.settings.request_timeout;
-        runtime.spawn(async move {
-            let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
-            if let Ok(Ok(())) = tokio::time::timeout(bound, ready).await {
-                if let Some(pool) = pool.upgrade() {
-                    pool.put_ready(sender);
-                }
-            }
-        });
-    }
-
-    fn put_ready(self: &Arc<Self>, sender: SendRequest<LimitedBody>) {
+        // It may not be ready yet: its connection task has not yet run since the
+        // body ended, or the upstream answered before the upload finished.
+        // `checkout` skips it until it is, so no task is spawned to wait for it.
         {
             let mut idle = self.lock();
             if idle.len() >= self.settings.max_idle_per_endpoint {
@@ -324,6 +349,7 @@ impl PoolInner {
                 since: Instant::now(),
             });
         }
+        self.returned.notify_one();
         if !self.reaper_started.swap(true, Ordering::Relaxed) {
             self.start_reaper();
         }

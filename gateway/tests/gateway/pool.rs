@@ -151,3 +151,62 @@ async fn the_pool_keeps_at_most_max_idle_connections() {
     .await;
     assert_eq!(endpoint_state(&gw).await["idle_connections"], 1);
 }
+
+#[tokio::test]
+async fn a_burst_reuses_returned_connections_instead_of_opening_one_each() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], "connect_concurrency = 1"),
+        route("all", "/", "up", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    let burst: Vec<_> = (0..100)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.url("/echo"));
+            tokio::spawn(async move { client.get(&url).await.status })
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(within("burst response", r).await.unwrap(), 200);
+    }
+    assert_eq!(up.hits(), 100);
+    assert!(
+        up.connections() < 100,
+        "{} upstream connections for 100 requests",
+        up.connections()
+    );
+}
+
+#[tokio::test]
+async fn requests_that_hold_their_connections_each_get_one_under_the_connect_limit() {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], "connect_concurrency = 1"),
+        route("all", "/", "up", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    let held: Vec<_> = (0..10)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.url("/hold"));
+            tokio::spawn(async move { client.get(&url).await.status })
+        })
+        .collect();
+    for _ in 0..10 {
+        up.hold().arrived().await;
+    }
+    assert_eq!(
+        up.connections(),
+        10,
+        "the limit is on connecting, not on connections"
+    );
+    up.hold().release(10);
+    for h in held {
+        assert_eq!(within("held response", h).await.unwrap(), 200);
+    }
+}
