@@ -224,9 +224,8 @@ async fn send_slow(
 
 impl PoolInner {
     async fn connect(&self) -> Result<SendRequest<LimitedBody>, ClientError> {
-        let inner = self;
         let fail = |source| self.connect_error(source);
-        let stream = tokio::time::timeout(inner.settings.connect_timeout, inner.dial())
+        let stream = tokio::time::timeout(self.settings.connect_timeout, self.dial())
             .await
             .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(fail)?;
@@ -239,13 +238,13 @@ impl PoolInner {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ClientError::Exchange)?;
-        let authority = inner.authority.clone();
+        let authority = self.authority.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(upstream = %authority, error = %e, "upstream connection ended");
             }
         });
-        inner.opened.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(sender)
     }
 
