@@ -2,7 +2,8 @@
 # Profile the gateway on the benchmark's hot path: starts the two nginx upstreams
 # and target/release/gateway (bench-gateway.toml), drives it with oha, and records
 # it with `perf record -g` (or, with TOOL=callgrind, runs it under valgrind
-# --tool=callgrind for instruction counts). Prints the top of the report.
+# --tool=callgrind for instruction counts and heap allocations per request, counted
+# as calls into malloc/calloc/realloc/posix_memalign). Prints the top of the report.
 #
 #   load-tests/profile.sh                        # perf, 64 conns, 10 s, 1 worker
 #   TOOL=callgrind DURATION=5s load-tests/profile.sh
@@ -60,6 +61,29 @@ callgrind)
     total=$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}' "$TMP/report.txt")
     if [[ -n "$total" && "${reqs:-0}" -gt 0 ]]; then
         echo "requests proxied under load: $reqs; instructions per request (start-up excluded): $((total / reqs))"
+        # Heap allocations: calls into the C allocator's entry points, from the same dump.
+        python3 - "$out" "$reqs" <<'PY'
+import re, sys
+path, reqs = sys.argv[1], int(sys.argv[2])
+entry = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign"}
+names, calls, cfn = {}, {}, None
+for line in open(path, errors="replace"):
+    m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    if m:
+        kind, i, name = m.groups()
+        if name is not None:
+            names[i] = name
+        cfn = i if kind == "cfn" else None
+        continue
+    m = re.match(r"^calls=(\d+)", line)
+    if m and cfn is not None:
+        base = names.get(cfn, "").split(" ")[0]
+        if base in entry:
+            calls[base] = calls.get(base, 0) + int(m.group(1))
+        cfn = None
+total = sum(calls.values())
+print(f"heap allocations per request: {total / reqs:.2f} ({', '.join(f'{k} {v}' for k, v in sorted(calls.items()))})")
+PY
     fi
     ;;
 *) die "TOOL must be perf or callgrind" ;;

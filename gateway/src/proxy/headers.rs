@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -23,12 +24,14 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names decides what to do: most messages carry nothing
     // hop-by-hop but `Connection: keep-alive`, and a lookup per name costs more.
-    let (mut connection, mut others) = (false, false);
+    let (mut connection, mut fixed, mut proxy) = (false, false, false);
     for name in headers.keys() {
         if name == header::CONNECTION {
             connection = true;
-        } else if is_hop_by_hop(name) {
-            others = true;
+        } else if is_fixed_hop_by_hop(name) {
+            fixed = true;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy = true;
         }
     }
     if connection {
@@ -53,28 +56,38 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    if others {
-        let present: Vec<HeaderName> = headers
+    if fixed {
+        for name in [
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ] {
+            headers.remove(name);
+        }
+        headers.remove("keep-alive");
+    }
+    if proxy {
+        // `Proxy-*`, including `Proxy-Connection`: names only known by their prefix.
+        let names: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| is_hop_by_hop(k))
+            .filter(|k| k.as_str().starts_with("proxy-"))
             .cloned()
             .collect();
-        for name in present {
+        for name in names {
             headers.remove(name);
         }
     }
 }
 
-/// A header that applies to one connection only (RFC 9110 7.6.1 and common
-/// practice): the fixed list, or any `Proxy-*` (including `Proxy-Connection`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
+/// The hop-by-hop headers with fixed names other than `Connection` (RFC 9110 7.6.1
+/// and common practice).
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE
         || name == header::TRAILER
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
         || name.as_str() == "keep-alive"
-        || name.as_str().starts_with("proxy-")
 }
 
 /// Whether a peer's own forwarding headers may be believed.
@@ -176,8 +189,10 @@ impl RequestIds {
                 buf[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
             }
         }
-        // Hex digits are always a valid header value.
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        // One allocation that clones share (a `Vec`-backed value would allocate again
+        // on its first clone). Hex digits are always a valid header value.
+        HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 
