@@ -274,11 +274,19 @@ fn dispatch(
         host_header.clone(),
     );
     // HTTP/2 clients send :authority, not Host; keep the name the client used. An
-    // HTTP/1.0 request may have neither: then the endpoint's own name.
+    // HTTP/1.0 request may have neither: then the endpoint's own name (port 80 left
+    // out, as clients do).
     let host = match host_header {
         Some(host) => host,
-        None => HeaderValue::from_str(endpoint.authority.as_str())
-            .map_err(|_| ProxyError::BadRequest("invalid upstream authority"))?,
+        None => {
+            let a = &endpoint.authority;
+            let name = match a.port_u16() {
+                None | Some(80) => a.host(),
+                Some(_) => a.as_str(),
+            };
+            HeaderValue::from_str(name)
+                .map_err(|_| ProxyError::BadRequest("invalid upstream authority"))?
+        }
     };
     h.insert(HOST, host);
     h.insert(headers::X_REQUEST_ID, request_id.clone());
@@ -329,8 +337,8 @@ where
                         return Poll::Pending;
                     }
                     *this.body_sent = None;
-                    let deadline = tokio::time::Instant::now() + *this.timeout;
-                    this.deadline.as_mut().reset(deadline);
+                    // `sleep` caps a deadline too far away to represent.
+                    this.deadline.set(tokio::time::sleep(*this.timeout));
                 }
                 ready!(this.deadline.poll(cx));
                 ProxyError::UpstreamTimeout

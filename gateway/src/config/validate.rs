@@ -20,6 +20,14 @@ use super::{
     RouteConfig, Server, UpstreamConfig,
 };
 
+/// Upper bound for `connect_concurrency`: far above any sane setting, far below the
+/// semaphore's own limit.
+const MAX_CONNECT_CONCURRENCY: usize = 65_535;
+
+/// Upper bound for every duration: timers this far out are "never", and deadlines
+/// computed from them must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses and validates; returns every problem found.
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
     let raw: FileConfig = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
@@ -199,9 +207,12 @@ impl Validator<'_> {
         let connect_concurrency = match &raw.connect_concurrency {
             None => defaults::CONNECT_CONCURRENCY,
             Some(n) => match usize::try_from(*n.get_ref()) {
-                Ok(n) if n > 0 => n,
+                Ok(n) if (1..=MAX_CONNECT_CONCURRENCY).contains(&n) => n,
                 _ => {
-                    self.problem(n, "must be 1 or more");
+                    self.problem(
+                        n,
+                        format!("must be between 1 and {MAX_CONNECT_CONCURRENCY}"),
+                    );
                     defaults::CONNECT_CONCURRENCY
                 }
             },
@@ -372,16 +383,23 @@ impl Validator<'_> {
 
     fn duration(&mut self, raw: &Option<Spanned<String>>, default: Duration) -> Duration {
         let Some(raw) = raw else { return default };
-        humantime::parse_duration(raw.get_ref()).unwrap_or_else(|e| {
-            self.problem(
-                raw,
-                format!(
-                    "`{}` is not a duration such as \"2s\" or \"500ms\": {e}",
-                    raw.get_ref()
-                ),
-            );
-            default
-        })
+        match humantime::parse_duration(raw.get_ref()) {
+            Ok(d) if d <= MAX_DURATION => d,
+            Ok(_) => {
+                self.problem(raw, "must be at most 365 days");
+                default
+            }
+            Err(e) => {
+                self.problem(
+                    raw,
+                    format!(
+                        "`{}` is not a duration such as \"2s\" or \"500ms\": {e}",
+                        raw.get_ref()
+                    ),
+                );
+                default
+            }
+        }
     }
 
     fn positive_duration(&mut self, raw: &Option<Spanned<String>>, default: Duration) -> Duration {
@@ -502,6 +520,32 @@ strip_prefix = true
                 "upstreams.orders.connect_timeout",
                 "upstreams.orders.connect_concurrency",
                 "upstreams.orders.endpoints"
+            ]
+        );
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_not_carried_into_timers() {
+        let text = GOOD.replace(
+            "[upstreams.orders]",
+            "[upstreams.orders]\nrequest_timeout = \"300000000000y\"\nconnect_concurrency = 4000000000000000000",
+        );
+        let p = problems(&text);
+        let found: Vec<_> = p
+            .iter()
+            .map(|p| (p.key.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "upstreams.orders.request_timeout",
+                    "must be at most 365 days"
+                ),
+                (
+                    "upstreams.orders.connect_concurrency",
+                    "must be between 1 and 65535"
+                ),
             ]
         );
     }

@@ -225,10 +225,7 @@ async fn send_slow(
 impl PoolInner {
     async fn connect(&self) -> Result<SendRequest<LimitedBody>, ClientError> {
         let fail = |source| self.connect_error(source);
-        let stream = tokio::time::timeout(self.settings.connect_timeout, self.dial())
-            .await
-            .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
-            .map_err(fail)?;
+        let stream = self.dial().await.map_err(fail)?;
         stream.set_nodelay(true).map_err(fail)?;
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         socket2::SockRef::from(&stream)
@@ -279,7 +276,7 @@ impl PoolInner {
 
     /// An idle connection, or a new one once a connect slot is free, whichever comes
     /// first; `true` with a reused one. Waiting is bounded by the connect timeout.
-    async fn acquire(&self) -> Result<(SendRequest<LimitedBody>, bool), ClientError> {
+    async fn acquire(self: &Arc<Self>) -> Result<(SendRequest<LimitedBody>, bool), ClientError> {
         let wait = async {
             loop {
                 // Registered before the pool is checked, so a return in between wakes it.
@@ -289,9 +286,37 @@ impl PoolInner {
                 if let Some(sender) = self.checkout() {
                     return Ok(sender);
                 }
-                tokio::select! {
-                    permit = self.connecting.acquire() => return Err(permit),
-                    () = &mut returned => {}
+                // A returned connection still finishing its last exchange announces
+                // nothing when it is done, so it is waited on along with the rest.
+                let mut pending = self.take_pending();
+                let woke = {
+                    let ready = async {
+                        match pending.as_mut() {
+                            Some(sender) => sender.ready().await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        slot = self.connecting.acquire() => Woke::Slot(slot),
+                        () = &mut returned => Woke::Returned,
+                        ok = ready => Woke::Ready(ok),
+                    }
+                };
+                match (woke, pending) {
+                    (Woke::Ready(true), Some(sender)) => return Ok(sender),
+                    // Closed meanwhile: dropped.
+                    (Woke::Ready(_), _) => {}
+                    (Woke::Returned, pending) => {
+                        if let Some(sender) = pending {
+                            self.put(sender);
+                        }
+                    }
+                    (Woke::Slot(slot), pending) => {
+                        if let Some(sender) = pending {
+                            self.put(sender);
+                        }
+                        return Err(slot);
+                    }
                 }
             }
         };
@@ -307,6 +332,14 @@ impl PoolInner {
         }
     }
 
+    /// The most recently returned connection that is not closed (after `checkout`
+    /// found none ready: one still finishing its last exchange).
+    fn take_pending(&self) -> Option<SendRequest<LimitedBody>> {
+        let mut idle = self.lock();
+        let i = idle.iter().rposition(|c| !c.sender.is_closed())?;
+        Some(idle.remove(i).sender)
+    }
+
     fn connect_error(&self, source: io::Error) -> ClientError {
         ClientError::Connect {
             authority: self.authority.clone(),
@@ -314,15 +347,30 @@ impl PoolInner {
         }
     }
 
+    /// A TCP connection to the endpoint. A name's addresses are tried in turn, each
+    /// with an equal share of the time left, so one that drops SYNs (a dead IPv6
+    /// route, say) cannot use up the whole connect timeout.
     async fn dial(&self) -> io::Result<TcpStream> {
+        let limit = self.settings.connect_timeout;
         if let Some(addr) = self.addr {
-            return TcpStream::connect(addr).await;
+            return tokio::time::timeout(limit, TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
         }
+        let deadline = tokio::time::Instant::now() + limit;
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout_at(deadline, tokio::net::lookup_host(self.authority.as_str()))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))?
+                .collect();
         let mut last = None;
-        for addr in tokio::net::lookup_host(self.authority.as_str()).await? {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = Some(e),
+        for (i, addr) in addrs.iter().enumerate() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(timed_out()),
             }
         }
         Err(last.unwrap_or_else(|| {
@@ -363,7 +411,7 @@ impl PoolInner {
         };
         let pool: Weak<PoolInner> = Arc::downgrade(self);
         let timeout = self.settings.idle_timeout;
-        let period = (timeout / 2).max(Duration::from_millis(100));
+        let period = (timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(3600));
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,6 +435,17 @@ impl PoolInner {
             }
         });
     }
+}
+
+/// What woke a request waiting for a connection.
+enum Woke<'a> {
+    Slot(Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>),
+    Returned,
+    Ready(bool),
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connect timed out")
 }
 
 /// Holds a connection while its response body is read.

@@ -57,12 +57,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if fixed {
-        for name in [
-            header::TE,
-            header::TRAILER,
-            header::TRANSFER_ENCODING,
-            header::UPGRADE,
-        ] {
+        for name in [header::TE, header::TRANSFER_ENCODING, header::UPGRADE] {
             headers.remove(name);
         }
         headers.remove("keep-alive");
@@ -81,10 +76,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The hop-by-hop headers with fixed names other than `Connection` (RFC 9110 7.6.1
-/// and common practice).
+/// and common practice). `Trailer` is not one: it names the trailer fields that
+/// follow the body, end to end (RFC 9110 6.6.2), and hyper sends only those it names.
 fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
     name == header::TE
-        || name == header::TRAILER
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
         || name.as_str() == "keep-alive"

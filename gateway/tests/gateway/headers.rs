@@ -1,7 +1,9 @@
 //! Header hygiene: hop-by-hop removal both ways, X-Forwarded-*, X-Request-Id.
 
-use gateway_test_support::{Client, FakeUpstream, TestGateway};
-use http::Method;
+use gateway_test_support::{within, Client, FakeUpstream, TestGateway};
+use http::{Method, Request};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{route, upstream};
 
@@ -47,7 +49,6 @@ async fn hop_by_hop_headers_are_removed_including_those_named_by_connection() {
         "proxy-authorization",
         "proxy-connection",
         "upgrade",
-        "trailer",
     ] {
         assert!(
             headers.get(gone).is_none(),
@@ -140,4 +141,48 @@ async fn request_ids_are_generated_passed_on_and_returned() {
         .await;
     assert_eq!(r.header("x-request-id"), "trace-42");
     assert_eq!(r.json()["headers"]["x-request-id"][0], "trace-42");
+}
+
+#[tokio::test]
+async fn trailers_reach_an_http1_client_that_accepts_them() {
+    // A raw upstream: a chunked response that declares and sends a trailer field.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (mut head, mut b) = (Vec::new(), [0u8; 1024]);
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&b[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+              5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let _ = s.read(&mut b).await;
+    });
+    let config = format!(
+        "[upstreams.up]\nendpoints = [\"{addr}\"]\n\n{}",
+        route("all", "/", "up", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let response = Client::default()
+        .send_streaming(
+            Request::get(gw.url("/t"))
+                .header("te", "trailers")
+                .body(gateway_test_support::empty())
+                .unwrap(),
+        )
+        .await;
+    let body = within("body", response.into_body().collect())
+        .await
+        .unwrap();
+    let checksum = body.trailers().and_then(|t| t.get("x-checksum")).cloned();
+    assert_eq!(body.to_bytes(), "hello");
+    assert_eq!(checksum.unwrap(), "abc", "the trailer was dropped");
 }

@@ -210,3 +210,25 @@ async fn requests_that_hold_their_connections_each_get_one_under_the_connect_lim
         assert_eq!(within("held response", h).await.unwrap(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_connection_still_uploading_after_an_early_answer_carries_no_other_request() {
+    let up = FakeUpstream::start("up").await;
+    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
+    let gw = TestGateway::start(&config).await;
+
+    // The upstream answers before the upload is over; the upload goes on.
+    let (tx, response) = gw.start_upload("/status/201");
+    tx.send(bytes::Bytes::from_static(b"part one"))
+        .await
+        .unwrap();
+    assert_eq!(within("early answer", response).await.unwrap().status, 201);
+    for _ in 0..5 {
+        let r = Client::default().get(&gw.url("/echo")).await;
+        assert_eq!(r.json()["path"], "/echo");
+    }
+    let _ = tx.send(bytes::Bytes::from_static(b"part two")).await;
+    drop(tx);
+    let r = Client::default().get(&gw.url("/echo")).await;
+    assert_eq!(r.json()["path"], "/echo");
+}
