@@ -2,10 +2,27 @@
 //! idle connections close.
 
 use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway};
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use tokio::task::JoinHandle;
 
 use crate::{route, upstream};
+
+/// The gateway in front of `up` alone, with `extra` settings on its upstream.
+async fn gateway(up: &FakeUpstream, extra: &str) -> TestGateway {
+    TestGateway::start(&[upstream("up", &[up], extra), route("all", "/", "up", "")].concat()).await
+}
+
+/// `n` concurrent GETs of `path`, each answering with its status.
+fn spawn_gets(gw: &TestGateway, path: &str, n: usize) -> Vec<JoinHandle<StatusCode>> {
+    let client = Client::default();
+    (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.url(path));
+            tokio::spawn(async move { client.get(&url).await.status })
+        })
+        .collect()
+}
 
 /// The gateway's view of its one endpoint in `/admin/upstreams`.
 async fn endpoint_state(gw: &TestGateway) -> serde_json::Value {
@@ -19,8 +36,7 @@ async fn endpoint_state(gw: &TestGateway) -> serde_json::Value {
 #[tokio::test]
 async fn every_kind_of_complete_response_returns_its_connection() {
     let up = FakeUpstream::start("up").await;
-    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&up, "").await;
     let client = Client::default();
 
     // Sized, empty (HEAD, 204, 304), chunked and large streamed bodies.
@@ -46,8 +62,7 @@ async fn every_kind_of_complete_response_returns_its_connection() {
 #[tokio::test]
 async fn a_response_abandoned_midway_closes_its_connection() {
     let up = FakeUpstream::start("up").await;
-    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&up, "").await;
     let client = Client::default();
 
     let response = client
@@ -76,8 +91,7 @@ async fn a_response_abandoned_midway_closes_its_connection() {
 #[tokio::test]
 async fn connections_the_upstream_closes_are_not_reused() {
     let up = FakeUpstream::start("up").await;
-    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&up, "").await;
     let client = Client::default();
 
     // Announced: `Connection: close` on the response.
@@ -101,12 +115,7 @@ async fn connections_the_upstream_closes_are_not_reused() {
 #[tokio::test]
 async fn idle_connections_close_after_the_idle_timeout() {
     let up = FakeUpstream::start("up").await;
-    let config = [
-        upstream("up", &[&up], "idle_timeout = \"300ms\""),
-        route("all", "/", "up", ""),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&up, "idle_timeout = \"300ms\"").await;
     let client = Client::default();
 
     assert_eq!(client.get(&gw.url("/echo")).await.status, 200);
@@ -123,27 +132,16 @@ async fn idle_connections_close_after_the_idle_timeout() {
 #[tokio::test]
 async fn the_pool_keeps_at_most_max_idle_connections() {
     let up = FakeUpstream::start("up").await;
-    let config = [
-        upstream("up", &[&up], "max_idle_per_endpoint = 1"),
-        route("all", "/", "up", ""),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
-    let client = Client::default();
+    let gw = gateway(&up, "max_idle_per_endpoint = 1").await;
 
-    let held: Vec<_> = (0..3)
-        .map(|_| {
-            let (client, url) = (client.clone(), gw.url("/hold"));
-            tokio::spawn(async move { client.get(&url).await })
-        })
-        .collect();
+    let held = spawn_gets(&gw, "/hold", 3);
     for _ in 0..3 {
         up.hold().arrived().await;
     }
     assert_eq!(up.connections(), 3);
     up.hold().release(3);
     for h in held {
-        assert_eq!(within("held response", h).await.unwrap().status, 200);
+        assert_eq!(within("held response", h).await.unwrap(), 200);
     }
     eventually("the surplus connections to close", || async {
         (up.open_connections() == 1).then_some(())
@@ -155,20 +153,9 @@ async fn the_pool_keeps_at_most_max_idle_connections() {
 #[tokio::test]
 async fn a_burst_reuses_returned_connections_instead_of_opening_one_each() {
     let up = FakeUpstream::start("up").await;
-    let config = [
-        upstream("up", &[&up], "connect_concurrency = 1"),
-        route("all", "/", "up", ""),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
-    let client = Client::default();
+    let gw = gateway(&up, "connect_concurrency = 1").await;
 
-    let burst: Vec<_> = (0..100)
-        .map(|_| {
-            let (client, url) = (client.clone(), gw.url("/echo"));
-            tokio::spawn(async move { client.get(&url).await.status })
-        })
-        .collect();
+    let burst = spawn_gets(&gw, "/echo", 100);
     for r in burst {
         assert_eq!(within("burst response", r).await.unwrap(), 200);
     }
@@ -183,20 +170,9 @@ async fn a_burst_reuses_returned_connections_instead_of_opening_one_each() {
 #[tokio::test]
 async fn requests_that_hold_their_connections_each_get_one_under_the_connect_limit() {
     let up = FakeUpstream::start("up").await;
-    let config = [
-        upstream("up", &[&up], "connect_concurrency = 1"),
-        route("all", "/", "up", ""),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
-    let client = Client::default();
+    let gw = gateway(&up, "connect_concurrency = 1").await;
 
-    let held: Vec<_> = (0..10)
-        .map(|_| {
-            let (client, url) = (client.clone(), gw.url("/hold"));
-            tokio::spawn(async move { client.get(&url).await.status })
-        })
-        .collect();
+    let held = spawn_gets(&gw, "/hold", 10);
     for _ in 0..10 {
         up.hold().arrived().await;
     }
@@ -214,8 +190,7 @@ async fn requests_that_hold_their_connections_each_get_one_under_the_connect_lim
 #[tokio::test]
 async fn a_connection_still_uploading_after_an_early_answer_carries_no_other_request() {
     let up = FakeUpstream::start("up").await;
-    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&up, "").await;
 
     // The upstream answers before the upload is over; the upload goes on.
     let (tx, response) = gw.start_upload("/status/201");
