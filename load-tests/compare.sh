@@ -232,18 +232,20 @@ measure_round() {
 
 # The gateway binary is copied into the temp dir first, so a rebuild during the
 # run (cargo replaces target/release/gateway) cannot mix two builds in one table.
+stage_binary() { # name path -> prints "path built <time>, sha256 <hash>"; copies it to $TMP/name-bin
+    cp "$2" "$TMP/$1-bin"
+    echo "$2 built $(date -u -r "$2" +%FT%TZ), sha256 $(sha256sum "$2" | cut -c1-12)"
+}
 GATEWAY_NOTE=""
 if [[ " $PROXIES " == *" gateway "* && -x "$GATEWAY_BIN" ]]; then
-    GATEWAY_NOTE="$GATEWAY_BIN built $(date -u -r "$GATEWAY_BIN" +%FT%TZ), sha256 $(sha256sum "$GATEWAY_BIN" | cut -c1-12)"
-    cp "$GATEWAY_BIN" "$TMP/gateway-bin"
+    GATEWAY_NOTE=$(stage_binary gateway "$GATEWAY_BIN")
     GATEWAY_BIN=$TMP/gateway-bin
     log "gateway: $GATEWAY_NOTE"
 fi
 BASELINE_NOTE=""
 if [[ " $PROXIES " == *" baseline "* ]]; then
     [[ -x "${BASELINE_BIN:-}" ]] || die "PROXIES has baseline: set BASELINE_BIN to a gateway binary"
-    BASELINE_NOTE="$BASELINE_BIN built $(date -u -r "$BASELINE_BIN" +%FT%TZ), sha256 $(sha256sum "$BASELINE_BIN" | cut -c1-12)"
-    cp "$BASELINE_BIN" "$TMP/baseline-bin"
+    BASELINE_NOTE=$(stage_binary baseline "$BASELINE_BIN")
     BASELINE_BIN=$TMP/baseline-bin
     log "baseline: $BASELINE_NOTE"
 fi
@@ -266,11 +268,10 @@ start_proxy() { # name workers; pid in $LAST_PID
         render "$HERE/conf/haproxy.cfg.in" "$d/haproxy.cfg" "$d" "" "" "$w"
         start_bg "$name-w$w" haproxy -db -f "$d/haproxy.cfg"
         ;;
-    gateway)
-        start_bg "$name-w$w" env GATEWAY_WORKERS="$w" "$GATEWAY_BIN" --config "$GATEWAY_CONFIG" --workers "$w"
-        ;;
-    baseline)
-        start_bg "$name-w$w" env GATEWAY_WORKERS="$w" "$BASELINE_BIN" --config "$GATEWAY_CONFIG" --workers "$w"
+    gateway | baseline)
+        local bin=$GATEWAY_BIN
+        [[ $name == baseline ]] && bin=$BASELINE_BIN
+        start_bg "$name-w$w" env GATEWAY_WORKERS="$w" "$bin" --config "$GATEWAY_CONFIG" --workers "$w"
         ;;
     esac
 }

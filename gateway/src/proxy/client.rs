@@ -185,8 +185,7 @@ where
                 SendStateProj::Slow { future } => return future.as_mut().poll(cx),
                 SendStateProj::Sent { response, lease } => match ready!(response.poll(cx)) {
                     Ok(response) => {
-                        let lease = lease.take();
-                        return Poll::Ready(Ok(response.map(|inner| PooledBody { inner, lease })));
+                        return Poll::Ready(Ok(PooledBody::wrap(response, lease.take())))
                     }
                     Err(mut e) => match (e.take_message(), lease.take()) {
                         // The idle connection closed before the request was written.
@@ -210,10 +209,7 @@ async fn send_slow(
     loop {
         let (mut sender, reused) = pool.acquire().await?;
         match sender.try_send_request(req).await {
-            Ok(response) => {
-                let lease = Some(Lease { sender, pool });
-                return Ok(response.map(|inner| PooledBody { inner, lease }));
-            }
+            Ok(response) => return Ok(PooledBody::wrap(response, Some(Lease { sender, pool }))),
             Err(mut e) => match e.take_message() {
                 Some(unsent) if reused => req = unsent,
                 _ => return Err(ClientError::Exchange(e.into_error())),
@@ -284,7 +280,7 @@ impl PoolInner {
                 tokio::pin!(returned);
                 returned.as_mut().enable();
                 if let Some(sender) = self.checkout() {
-                    return Ok(sender);
+                    return Got::Idle(sender);
                 }
                 // A returned connection still finishing its last exchange announces
                 // nothing when it is done, so it is waited on along with the rest.
@@ -303,7 +299,7 @@ impl PoolInner {
                     }
                 };
                 match (woke, pending) {
-                    (Woke::Ready(true), Some(sender)) => return Ok(sender),
+                    (Woke::Ready(true), Some(sender)) => return Got::Idle(sender),
                     // Closed meanwhile: dropped.
                     (Woke::Ready(_), _) => {}
                     (Woke::Returned, pending) => {
@@ -315,16 +311,16 @@ impl PoolInner {
                         if let Some(sender) = pending {
                             self.put(sender);
                         }
-                        return Err(slot);
+                        return Got::Slot(slot);
                     }
                 }
             }
         };
         let waited = tokio::time::timeout(self.settings.connect_timeout, wait).await;
         match waited {
-            Ok(Ok(sender)) => Ok((sender, true)),
-            Ok(Err(Ok(_slot))) => Ok((self.connect().await?, false)),
-            Ok(Err(Err(_closed))) => Err(self.connect_error(io::Error::other("pool closed"))),
+            Ok(Got::Idle(sender)) => Ok((sender, true)),
+            Ok(Got::Slot(Ok(_slot))) => Ok((self.connect().await?, false)),
+            Ok(Got::Slot(Err(_closed))) => Err(self.connect_error(io::Error::other("pool closed"))),
             Err(_elapsed) => Err(self.connect_error(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no connection became available within the connect timeout",
@@ -385,7 +381,8 @@ impl PoolInner {
         }
         // It may not be ready yet: its connection task has not yet run since the
         // body ended, or the upstream answered before the upload finished.
-        // `checkout` skips it until it is, so no task is spawned to wait for it.
+        // `checkout` skips it until it is and `acquire` waits on it, so no task is
+        // spawned per request to wait for it.
         {
             let mut idle = self.lock();
             if idle.len() >= self.settings.max_idle_per_endpoint {
@@ -397,7 +394,10 @@ impl PoolInner {
             });
         }
         self.returned.notify_one();
-        if !self.reaper_started.swap(true, Ordering::Relaxed) {
+        // A plain load per request; the swap only until the reaper runs.
+        if !self.reaper_started.load(Ordering::Relaxed)
+            && !self.reaper_started.swap(true, Ordering::Relaxed)
+        {
             self.start_reaper();
         }
     }
@@ -437,11 +437,19 @@ impl PoolInner {
     }
 }
 
+type Slot<'a> = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>;
+
 /// What woke a request waiting for a connection.
 enum Woke<'a> {
-    Slot(Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>),
+    Slot(Slot<'a>),
     Returned,
     Ready(bool),
+}
+
+/// What a request waiting for a connection got: one to reuse, or leave to open one.
+enum Got<'a> {
+    Idle(SendRequest<LimitedBody>),
+    Slot(Slot<'a>),
 }
 
 fn timed_out() -> io::Error {
@@ -464,6 +472,10 @@ pub struct PooledBody {
 }
 
 impl PooledBody {
+    fn wrap(response: Response<Incoming>, lease: Option<Lease>) -> Response<Self> {
+        response.map(|inner| PooledBody { inner, lease })
+    }
+
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             lease.pool.put(lease.sender);

@@ -207,3 +207,31 @@ async fn a_connection_still_uploading_after_an_early_answer_carries_no_other_req
     let r = Client::default().get(&gw.url("/echo")).await;
     assert_eq!(r.json()["path"], "/echo");
 }
+
+#[tokio::test]
+async fn a_named_endpoint_is_resolved_and_fails_cleanly_when_its_addresses_refuse() {
+    // Names take the resolver path (IP literals skip it); every address refusing
+    // is a 502 `connect_failed`, not a hang.
+    let up = FakeUpstream::start("up").await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = format!(
+        "[upstreams.named]\nendpoints = [\"localhost:{}\"]\n\n\
+         [upstreams.dead]\nendpoints = [\"localhost:{closed}\"]\nconnect_timeout = \"2s\"\n\n{}{}",
+        up.addr.port(),
+        route("named", "/named", "named", ""),
+        route("dead", "/dead", "dead", ""),
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::default();
+
+    let r = client.get(&gw.url("/named/echo")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["upstream"], "up");
+
+    let r = client.get(&gw.url("/dead/echo")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("x-gateway-error"), "connect_failed");
+}
