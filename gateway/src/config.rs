@@ -167,12 +167,13 @@ pub(crate) mod defaults {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read: {source}", file.display())]
+    #[error("{}: cannot read: {error}", file.display())]
     Read {
         /// The file.
         file: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error, part of the message (not also a `source`, which would
+        /// print it twice in an error chain).
+        error: std::io::Error,
     },
     /// The file was read but is not a valid configuration.
     #[error("{}", Problems { file, problems })]
@@ -223,7 +224,7 @@ impl ConfigError {
     /// The problems, for display in `/admin/config`.
     pub fn problems(&self) -> Vec<Problem> {
         match self {
-            ConfigError::Read { source, .. } => vec![Problem {
+            ConfigError::Read { error: source, .. } => vec![Problem {
                 line: 0,
                 key: String::new(),
                 message: format!("cannot read: {source}"),
@@ -235,9 +236,9 @@ impl ConfigError {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         file: path.to_path_buf(),
-        source,
+        error,
     })?;
     parse(&text, path)
 }
