@@ -7,7 +7,9 @@
 #
 #   load-tests/profile.sh                        # perf, 64 conns, 10 s, 1 worker
 #   TOOL=callgrind DURATION=5s load-tests/profile.sh
-# Environment: WORKERS [1], CONNS [64], DURATION [10s], TOOL [perf|callgrind],
+#   TOOL=callgrind RATE=1000 CONNS=32 load-tests/profile.sh   # at a fixed rate (oha -q)
+# Environment: WORKERS [1], CONNS [64], DURATION [10s], RATE [unset: as fast as it goes],
+#   TOOL [perf|callgrind],
 #   OUT_DIR (keep perf.data / callgrind.out and the report), TOP [40].
 # The release profile keeps line tables (debug = "line-tables-only"), so symbols resolve.
 set -euo pipefail
@@ -18,6 +20,8 @@ LT_NAME=profile
 WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-64}
 DURATION=${DURATION:-10s}
+RATE_ARGS=()
+[[ -n "${RATE:-}" ]] && RATE_ARGS=(-q "$RATE")
 TOOL=${TOOL:-perf}
 TOP=${TOP:-40}
 need_tools oha nginx curl ss
@@ -34,7 +38,7 @@ perf)
     start_bg perf perf record -F 999 -g --call-graph dwarf,16384 -o "$TMP/perf.data" -p "$gw"
     perf_pid=$LAST_PID
     sleep 1
-    timeout 600 oha --no-tui -c "$CONNS" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
+    timeout 600 oha --no-tui -c "$CONNS" "${RATE_ARGS[@]}" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
     perf report -i "$TMP/perf.data" --no-children -g none --percent-limit 0.5 --stdio --sort dso,symbol 2>/dev/null |
         grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//' | head -n "$TOP" | tee "$TMP/report.txt" || true
@@ -50,7 +54,7 @@ callgrind)
     reqs0=$(curl -sf --max-time 10 "http://127.0.0.1:$ADMIN_PORT/metrics" |
         awk '/^gateway_requests_total/ {s += $NF} END {print s + 0}')
     callgrind_control --zero "$gw" >/dev/null
-    timeout 600 oha --no-tui -c "$CONNS" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
+    timeout 600 oha --no-tui -c "$CONNS" "${RATE_ARGS[@]}" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
     callgrind_control --dump "$gw" >/dev/null
     reqs=$(curl -sf --max-time 10 "http://127.0.0.1:$ADMIN_PORT/metrics" |
         awk -v r0="$reqs0" '/^gateway_requests_total/ {s += $NF} END {print s - r0}')

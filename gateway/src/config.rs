@@ -52,6 +52,10 @@ pub struct Listen {
 pub struct Server {
     /// Time given to in-flight requests after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// A client connection with no request in progress for this long is closed: an
+    /// idle keep-alive connection, or a client still sending its request head (slow
+    /// loris). Applies to connections accepted after a reload.
+    pub client_idle_timeout: Duration,
     /// Largest request body, in bytes, unless a route says otherwise.
     pub max_request_body: u64,
     /// Largest request head (request line and headers), in bytes.
@@ -147,6 +151,9 @@ pub(crate) mod defaults {
 
     /// Enough for slow clients to finish, short enough for an orchestrator's patience.
     pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    /// hyper's default header-read timeout. Behind a load balancer that reuses idle
+    /// connections, raise it above the balancer's own idle timeout (60 s on many).
+    pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
     /// 64 MiB: generous for APIs; routes that take uploads raise it.
     pub(crate) const MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
     /// 16 KiB: nginx's large_client_header_buffers is 4 x 8 KiB.

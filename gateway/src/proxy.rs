@@ -22,6 +22,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
@@ -30,14 +31,53 @@ use tokio::time::Sleep;
 
 use crate::balance::EndpointStats;
 use crate::routes::Route;
+use crate::server::Busy;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use body::{BodyError, LimitedBody};
 use client::{ClientError, PooledBody};
 use rescue::{Blame, ProxyError};
 
-/// What the proxy sends back: an upstream's streamed body or the gateway's own.
-pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
+pin_project! {
+    /// What the proxy sends back: an upstream's streamed body or the gateway's own.
+    /// It keeps its client connection counted busy until it has been sent, so the
+    /// connection's idle timeout runs between requests only.
+    pub struct ResponseBody {
+        #[pin]
+        inner: Either<PooledBody, Full<Bytes>>,
+        busy: Option<Busy>,
+    }
+}
+
+impl ResponseBody {
+    /// A body the gateway made itself (an error document).
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        Self {
+            inner: Either::Right(Full::new(bytes)),
+            busy: None,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = <Either<PooledBody, Full<Bytes>> as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Facts about the client connection a request came in on.
 #[derive(Clone, Debug)]
@@ -67,7 +107,8 @@ struct Trace {
     endpoint: Option<http::uri::Authority>,
 }
 
-/// Handles one request end to end; never fails, never panics on input.
+/// Handles one request end to end; never fails, never panics on input. `busy` marks
+/// the client connection busy until the response has been sent.
 ///
 /// Everything up to handing the request to an upstream connection runs here, before
 /// the returned future is first polled, so the future carries only what waiting for
@@ -77,6 +118,7 @@ pub(crate) fn handle(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
     req: Request<Incoming>,
+    busy: Busy,
 ) -> Handling<impl Future<Output = Result<Response<PooledBody>, ClientError>>> {
     let start = Instant::now();
     let snapshot = shared.snapshot.load_full();
@@ -97,6 +139,7 @@ pub(crate) fn handle(
             trace,
             request_id,
             start,
+            busy: Some(busy),
         },
     }
 }
@@ -128,6 +171,7 @@ struct Done {
     trace: Trace,
     request_id: HeaderValue,
     start: Instant,
+    busy: Option<Busy>,
 }
 
 impl<F> Future for Handling<F>
@@ -144,14 +188,17 @@ where
                 .take()
                 .unwrap_or(ProxyError::BadRequest("request polled after completion"))),
         };
-        let done = &*this.done;
+        let done = &mut *this.done;
         let response = match result {
             Ok(mut response) => {
                 headers::remove_hop_by_hop(response.headers_mut());
                 response
                     .headers_mut()
                     .insert(headers::X_REQUEST_ID, done.request_id.clone());
-                response.map(Either::Left)
+                response.map(|body| ResponseBody {
+                    inner: Either::Left(body),
+                    busy: None,
+                })
             }
             Err(err) => {
                 if err.blame() == Blame::Upstream {
@@ -164,7 +211,9 @@ where
                 rescue::respond(&err, &done.request_id)
             }
         };
-        Poll::Ready(Ok(finish(done, response)))
+        let mut response = finish(done, response);
+        response.body_mut().busy = done.busy.take();
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -178,6 +227,7 @@ fn finish(done: &Done, response: Response<ResponseBody>) -> Response<ResponseBod
         trace,
         request_id,
         start,
+        busy: _,
     } = done;
     let elapsed = start.elapsed();
     let status = response.status();

@@ -9,14 +9,14 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::proxy::{self, Peer};
 use crate::shared::Shared;
+pub(crate) use client_conn::Busy;
+use client_conn::{ClientConnection, Drain, IdleClock};
 
-/// Slow-loris bound: a client must finish sending a request head within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+mod client_conn;
 /// After an accept error (out of file descriptors, say) pause before retrying, rather
 /// than spinning on the error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -29,7 +29,8 @@ fn builder(max_headers: usize) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // `client_conn` bounds the wait for a request head, at less cost per request.
+        .header_read_timeout(None)
         .max_buf_size(buffer)
         .keep_alive(true);
     builder
@@ -47,7 +48,7 @@ pub(crate) async fn serve(
 ) {
     let max_headers = shared.snapshot.load().config.server.max_request_headers;
     let builder = Arc::new(builder(max_headers));
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -67,16 +68,25 @@ pub(crate) async fn serve(
         let peer = Arc::new(Peer::new(addr, "http"));
         let shared = shared.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let idle_timeout = shared.snapshot.load().config.server.client_idle_timeout;
+        let clock = IdleClock::new();
+        let conn_clock = clock.clone();
+        let watch = drain.watch();
         tokio::spawn(async move {
             shared.metrics.open_connections.inc();
             let svc_shared = shared.clone();
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: hyper::Request<_>| {
+                let busy = clock.busy(req.version() == hyper::Version::HTTP_2);
                 // Not wrapped in an async block: see `proxy::handle` on future size.
-                proxy::handle(svc_shared.clone(), peer.clone(), req)
+                proxy::handle(svc_shared.clone(), peer.clone(), req, busy)
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
+            let conn = ClientConnection::new(
+                builder.serve_connection(TokioIo::new(stream), service),
+                conn_clock,
+                idle_timeout,
+                watch,
+            );
+            if let Err(e) = conn.await {
                 tracing::debug!("connection from {addr} ended: {e}");
             }
             shared.metrics.open_connections.dec();
@@ -85,9 +95,9 @@ pub(crate) async fn serve(
     drop(listener);
     shared.ready.store(false, Ordering::SeqCst);
     let grace = shared.snapshot.load().config.server.shutdown_grace;
-    let open = graceful.count();
+    let open = drain.open();
     tracing::info!(open_connections = open, grace = ?grace, "stopped accepting; draining");
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    match tokio::time::timeout(grace, drain.start()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => {
             tracing::warn!(grace = ?grace, "grace period over; closing remaining connections")

@@ -34,6 +34,7 @@ pub(crate) struct Listen {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Server {
     pub(crate) shutdown_grace: Option<Spanned<String>>,
+    pub(crate) client_idle_timeout: Option<Spanned<String>>,
     pub(crate) max_request_body: Option<Spanned<Size>>,
     pub(crate) max_request_headers: Option<Spanned<Size>>,
     #[serde(default)]

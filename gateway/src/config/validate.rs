@@ -160,6 +160,8 @@ impl Validator<'_> {
             .collect();
         Server {
             shutdown_grace: self.duration(&raw.shutdown_grace, defaults::SHUTDOWN_GRACE),
+            client_idle_timeout: self
+                .positive_duration(&raw.client_idle_timeout, defaults::CLIENT_IDLE_TIMEOUT),
             max_request_body: self.size(&raw.max_request_body, defaults::MAX_REQUEST_BODY),
             max_request_headers: usize::try_from(self.size(
                 &raw.max_request_headers,
@@ -547,6 +549,21 @@ strip_prefix = true
                     "must be between 1 and 65535"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_zero_client_idle_timeout_is_refused_and_the_default_is_hypers() {
+        let c = parse(GOOD, Path::new("gw.toml")).unwrap();
+        assert_eq!(c.server.client_idle_timeout, Duration::from_secs(30));
+        let p = problems(&format!("[server]\nclient_idle_timeout = \"0s\"\n{GOOD}"));
+        let found: Vec<_> = p
+            .iter()
+            .map(|p| (p.line, p.key.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [(2, "server.client_idle_timeout", "must be greater than zero")]
         );
     }
 

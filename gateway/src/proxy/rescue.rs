@@ -5,7 +5,6 @@
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body_util::{Either, Full};
 
 use super::headers::{X_GATEWAY_ERROR, X_REQUEST_ID};
 use super::ResponseBody;
@@ -134,7 +133,7 @@ pub fn respond(err: &ProxyError, request_id: &HeaderValue) -> Response<ResponseB
         request_id: request_id.to_str().unwrap_or_default(),
     };
     let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(json))));
+    let mut response = Response::new(ResponseBody::full(Bytes::from(json)));
     *response.status_mut() = err.status();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -7,6 +7,7 @@ mod admin;
 mod balance;
 mod errors;
 mod headers;
+mod idle;
 mod pool;
 mod reload;
 mod routing;
