@@ -87,23 +87,6 @@ proc_kb() { # field(VmHWM|VmRSS) pid: summed over the process tree, kB
 hwm_kb() { proc_kb VmHWM "$1"; }
 rss_kb() { proc_kb VmRSS "$1"; }
 
-# Connections accepted and requests served by both upstreams (nginx stub_status
-# "accepts" and "requests"). Each status query is itself one connection and one
-# request to that nginx; those are counted in Q1/Q2 and subtracted, so the
-# figures count only what the proxies (or oha, for direct) sent. Sets UPA, UPR.
-Q1=0 Q2=0 UPA=0 UPR=0
-upstream_status() { # port -> "accepts requests"
-    curl -sf --max-time 2 "http://127.0.0.1:$1/status" |
-        awk '/^ *[0-9]+ +[0-9]+ +[0-9]+ *$/ { print $1, $3 }'
-}
-upstream_counts() {
-    local a1 r1 a2 r2
-    Q1=$((Q1 + 1)); read -r a1 r1 < <(upstream_status $ST1)
-    Q2=$((Q2 + 1)); read -r a2 r2 < <(upstream_status $ST2)
-    UPA=$((a1 - Q1 + a2 - Q2))
-    UPR=$((r1 - Q1 + r2 - Q2))
-}
-
 CLK_TCK=$(getconf CLK_TCK)
 
 run_oha() { # out.json, oha args...

@@ -8,8 +8,10 @@
 #   load-tests/profile.sh                        # perf, 64 conns, 10 s, 1 worker
 #   TOOL=callgrind DURATION=5s load-tests/profile.sh
 #   TOOL=callgrind RATE=1000 CONNS=32 load-tests/profile.sh   # at a fixed rate (oha -q)
+#   TOOL=callgrind TARGET=nginx load-tests/profile.sh  # nginx (compare.sh's proxy config,
+#                                                       # one process) under the same load
 # Environment: WORKERS [1], CONNS [64], DURATION [10s], RATE [unset: as fast as it goes],
-#   TOOL [perf|callgrind],
+#   TOOL [perf|callgrind], TARGET [gateway|nginx; nginx with TOOL=callgrind only],
 #   OUT_DIR (keep perf.data / callgrind.out and the report), TOP [40].
 # The release profile keeps line tables (debug = "line-tables-only"), so symbols resolve.
 set -euo pipefail
@@ -45,19 +47,30 @@ perf)
     ;;
 callgrind)
     need_tools valgrind
-    start_bg gateway-callgrind valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
-        "$GATEWAY_BIN" --config "$GATEWAY_CONFIG" --workers "$WORKERS"
+    case ${TARGET:-gateway} in
+    gateway)
+        start_bg gateway-callgrind valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
+            "$GATEWAY_BIN" --config "$GATEWAY_CONFIG" --workers "$WORKERS"
+        ;;
+    nginx)
+        # compare.sh's proxy config, as one process (no master) so valgrind sees the worker.
+        render "$HERE/conf/proxy-nginx.conf.in" "$TMP/proxy-nginx.conf" "$TMP" "" "" 1
+        sed -i 's/^master_process on;/master_process off;/' "$TMP/proxy-nginx.conf"
+        start_bg nginx-callgrind valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
+            nginx -p "$TMP" -c "$TMP/proxy-nginx.conf"
+        ;;
+    *) die "TARGET must be gateway or nginx" ;;
+    esac
     gw=$LAST_PID
-    wait_http "http://127.0.0.1:$PROXY_PORT/" 60 || die "gateway under valgrind did not start"
+    wait_http "http://127.0.0.1:$PROXY_PORT/" 60 || die "${TARGET:-gateway} under valgrind did not start"
     # Count the load only: start-up (config, threads, first connections) is zeroed.
     timeout 120 oha --no-tui -c "$CONNS" -n 1000 "http://127.0.0.1:$PROXY_PORT/" >/dev/null
-    reqs0=$(curl -sf --max-time 10 "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk '/^gateway_requests_total/ {s += $NF} END {print s + 0}')
+    # Requests proxied = requests the two upstreams served (the same count for any target).
+    upstream_counts; reqs0=$UPR
     callgrind_control --zero "$gw" >/dev/null
     timeout 600 oha --no-tui -c "$CONNS" "${RATE_ARGS[@]}" -z "$DURATION" "http://127.0.0.1:$PROXY_PORT/" | sed -n '1,12p'
     callgrind_control --dump "$gw" >/dev/null
-    reqs=$(curl -sf --max-time 10 "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk -v r0="$reqs0" '/^gateway_requests_total/ {s += $NF} END {print s - r0}')
+    upstream_counts; reqs=$((UPR - reqs0))
     stop_pid "$gw"
     # Part 1 is the dump taken right after the load; the plain file holds shutdown.
     out=$TMP/callgrind.out.1
