@@ -122,10 +122,11 @@ pub(crate) fn handle(
 ) -> Handling<impl Future<Output = Result<Response<PooledBody>, ClientError>>> {
     let start = Instant::now();
     let snapshot = shared.snapshot.load_full();
-    let request_id = shared.ids.for_request(req.headers());
+    let scan = headers::Scan::of(req.headers());
+    let request_id = shared.ids.for_request(req.headers(), &scan);
     let method = req.method().clone();
     let mut trace = Trace::default();
-    let stage = match dispatch(&snapshot, &peer, req, &request_id, &mut trace) {
+    let stage = match dispatch(&snapshot, &peer, req, &scan, &request_id, &mut trace) {
         Ok(exchange) => Stage::Sent { exchange },
         Err(e) => Stage::Failed { error: Some(e) },
     };
@@ -258,6 +259,7 @@ fn dispatch(
     snapshot: &Snapshot,
     peer: &Peer,
     req: Request<Incoming>,
+    scan: &headers::Scan,
     request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Exchange<impl Future<Output = Result<Response<PooledBody>, ClientError>>>, ProxyError> {
@@ -312,12 +314,15 @@ fn dispatch(
     let h = &mut parts.headers;
     // Room for the headers added below, so the map grows (and rehashes) at most once.
     h.reserve(4);
-    headers::remove_hop_by_hop(h);
+    headers::remove_hop_by_hop_scanned(h, scan);
     // The gateway already answered `Expect: 100-continue` by reading the body.
-    h.remove(EXPECT);
+    if scan.expect {
+        h.remove(EXPECT);
+    }
     let trusted = headers::is_trusted(peer.addr.ip(), &server.trusted_proxies);
     headers::set_forwarded(
         h,
+        scan,
         &peer.ip_header,
         trusted,
         peer.scheme,

@@ -20,23 +20,73 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Longest request id accepted from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// What one pass over a message's header names found. The rewrites that follow look
+/// up only the names that are there: each lookup hashes its name, and most messages
+/// carry none of the headers a proxy removes or extends.
+///
+/// A flag may go stale in one direction only (a header removed after the scan), which
+/// every user tolerates; a header is never added behind its back.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    connection: bool,
+    fixed_hop_by_hop: bool,
+    proxy_prefixed: bool,
+    pub(crate) expect: bool,
+    forwarded: bool,
+    request_id: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+}
+
+impl Scan {
+    /// Scans the names once (each distinct name is seen once).
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut s = Scan::default();
+        for name in headers.keys() {
+            let n = name.as_str();
+            // Names are lowercase; dispatching on the first byte keeps this to about
+            // one comparison per name.
+            match n.as_bytes().first() {
+                Some(b'c') => s.connection |= n == "connection",
+                // Not `trailer`: it names the trailer fields that follow the body, end
+                // to end (RFC 9110 6.6.2), and hyper sends only those it names.
+                Some(b't') => s.fixed_hop_by_hop |= n == "te" || n == "transfer-encoding",
+                Some(b'u') => s.fixed_hop_by_hop |= n == "upgrade",
+                Some(b'k') => s.fixed_hop_by_hop |= n == "keep-alive",
+                Some(b'p') => s.proxy_prefixed |= n.starts_with("proxy-"),
+                Some(b'e') => s.expect |= n == "expect",
+                Some(b'f') => s.forwarded |= n == "forwarded",
+                Some(b'x') => match n {
+                    "x-request-id" => s.request_id = true,
+                    "x-forwarded-for" => s.forwarded_for = true,
+                    "x-forwarded-proto" => s.forwarded_proto = true,
+                    "x-forwarded-host" => s.forwarded_host = true,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
 /// Removes hop-by-hop headers, first those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names decides what to do: most messages carry nothing
-    // hop-by-hop but `Connection: keep-alive`, and a lookup per name costs more.
-    let (mut connection, mut fixed, mut proxy) = (false, false, false);
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if is_fixed_hop_by_hop(name) {
-            fixed = true;
-        } else if name.as_str().starts_with("proxy-") {
-            proxy = true;
-        }
-    }
-    if connection {
+    let scan = Scan::of(headers);
+    remove_hop_by_hop_scanned(headers, &scan);
+}
+
+/// [`remove_hop_by_hop`] with the names already scanned.
+pub fn remove_hop_by_hop_scanned(headers: &mut HeaderMap, scan: &Scan) {
+    if scan.connection {
         let mut named: Vec<HeaderName> = Vec::new();
         for value in headers.get_all(header::CONNECTION) {
+            let bytes = value.as_bytes();
+            // The common values name nothing to remove: no split, no allocation.
+            if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
             let Ok(value) = value.to_str() else { continue };
             for token in value.split(',').map(str::trim) {
                 // Tokens that are removed anyway, or are not headers, cost nothing.
@@ -56,13 +106,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    if fixed {
+    if scan.fixed_hop_by_hop {
         for name in [header::TE, header::TRANSFER_ENCODING, header::UPGRADE] {
             headers.remove(name);
         }
         headers.remove("keep-alive");
     }
-    if proxy {
+    if scan.proxy_prefixed {
         // `Proxy-*`, including `Proxy-Connection`: names only known by their prefix.
         let names: Vec<HeaderName> = headers
             .keys()
@@ -75,16 +125,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The hop-by-hop headers with fixed names other than `Connection` (RFC 9110 7.6.1
-/// and common practice). `Trailer` is not one: it names the trailer fields that
-/// follow the body, end to end (RFC 9110 6.6.2), and hyper sends only those it names.
-fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-}
-
 /// Whether a peer's own forwarding headers may be believed.
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     let peer = peer.to_canonical();
@@ -95,12 +135,13 @@ pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
 /// extended and its proto/host kept; from anyone else they are replaced.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
+    scan: &Scan,
     peer_ip: &HeaderValue,
     trusted: bool,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let chain = if trusted {
+    let chain = if trusted && scan.forwarded_for {
         joined(headers, &X_FORWARDED_FOR)
     } else {
         None
@@ -115,22 +156,38 @@ pub fn set_forwarded(
         }
         None => peer_ip.clone(),
     };
-    headers.insert(X_FORWARDED_FOR, xff);
+    put(headers, scan.forwarded_for, X_FORWARDED_FOR, xff);
     let proto = HeaderValue::from_static(proto);
     if trusted {
-        // A trusted proxy's proto and host stand; one lookup each.
-        headers.entry(X_FORWARDED_PROTO).or_insert(proto);
+        // A trusted proxy's proto and host stand.
+        if !scan.forwarded_proto {
+            headers.append(X_FORWARDED_PROTO, proto);
+        }
         if let Some(h) = host {
-            headers.entry(X_FORWARDED_HOST).or_insert(h);
+            if !scan.forwarded_host {
+                headers.append(X_FORWARDED_HOST, h);
+            }
         }
     } else {
-        headers.insert(X_FORWARDED_PROTO, proto);
+        put(headers, scan.forwarded_proto, X_FORWARDED_PROTO, proto);
         match host {
-            Some(h) => headers.insert(X_FORWARDED_HOST, h),
-            None => headers.remove(X_FORWARDED_HOST),
-        };
+            Some(h) => put(headers, scan.forwarded_host, X_FORWARDED_HOST, h),
+            None if scan.forwarded_host => drop(headers.remove(X_FORWARDED_HOST)),
+            None => {}
+        }
         // RFC 7239 `Forwarded` from an untrusted peer cannot be checked: drop it.
-        headers.remove(FORWARDED);
+        if scan.forwarded {
+            headers.remove(FORWARDED);
+        }
+    }
+}
+
+/// Sets a header, replacing any values only when the scan saw some.
+fn put(headers: &mut HeaderMap, present: bool, name: HeaderName, value: HeaderValue) {
+    if present {
+        headers.insert(name, value);
+    } else {
+        headers.append(name, value);
     }
 }
 
@@ -163,8 +220,8 @@ impl RequestIds {
     }
 
     /// The client's id when it is sane, else a fresh one.
-    pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(v) = headers.get(X_REQUEST_ID) {
+    pub fn for_request(&self, headers: &HeaderMap, scan: &Scan) -> HeaderValue {
+        if let Some(v) = scan.request_id.then(|| headers.get(X_REQUEST_ID)).flatten() {
             let ok = !v.is_empty()
                 && v.len() <= MAX_REQUEST_ID_LEN
                 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
@@ -252,8 +309,10 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=1.1.1.1"),
         ]);
+        let scan = Scan::of(&h);
         set_forwarded(
             &mut h,
+            &scan,
             &ip,
             false,
             "http",
@@ -269,9 +328,36 @@ mod tests {
             ("x-forwarded-for", "5.6.7.8"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarded(&mut h, &ip, true, "http", None);
+        let scan = Scan::of(&h);
+        set_forwarded(&mut h, &scan, &ip, true, "http", None);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_scan_gone_stale_by_removal_still_gives_the_right_headers() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        // The client names its own X-Forwarded-* as hop-by-hop: removed before they
+        // are extended, though the scan saw them.
+        let mut h = map(&[
+            ("connection", "x-forwarded-for, x-forwarded-host"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        let scan = Scan::of(&h);
+        remove_hop_by_hop_scanned(&mut h, &scan);
+        set_forwarded(&mut h, &scan, &ip, true, "http", None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert_eq!(h["x-forwarded-proto"], "http");
+
+        // Untrusted, no Host to forward: a client's X-Forwarded-Host goes.
+        let mut h = map(&[("x-forwarded-host", "evil.example"), ("a", "1")]);
+        let scan = Scan::of(&h);
+        set_forwarded(&mut h, &scan, &ip, false, "http", None);
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
     }
 
     #[test]
@@ -284,14 +370,17 @@ mod tests {
     #[test]
     fn request_ids_are_unique_and_client_ids_kept_when_sane() {
         let ids = RequestIds::new();
-        let a = ids.for_request(&HeaderMap::new());
-        let b = ids.for_request(&HeaderMap::new());
+        let none = HeaderMap::new();
+        let a = ids.for_request(&none, &Scan::of(&none));
+        let b = ids.for_request(&none, &Scan::of(&none));
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
-        assert_eq!(ids.for_request(&map(&[("x-request-id", "abc-1")])), "abc-1");
+        let kept = map(&[("x-request-id", "abc-1")]);
+        assert_eq!(ids.for_request(&kept, &Scan::of(&kept)), "abc-1");
         let long = "a".repeat(200);
+        let replaced = map(&[("x-request-id", &long)]);
         assert_ne!(
-            ids.for_request(&map(&[("x-request-id", &long)])),
+            ids.for_request(&replaced, &Scan::of(&replaced)),
             long.as_str()
         );
     }
