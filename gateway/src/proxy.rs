@@ -40,8 +40,8 @@ use rescue::{Blame, ProxyError};
 
 pin_project! {
     /// What the proxy sends back: an upstream's streamed body or the gateway's own.
-    /// It keeps its client connection counted busy until it has been sent, so the
-    /// connection's idle timeout runs between requests only.
+    /// It keeps its client connection counted busy until hyper has taken all of it (the
+    /// connection then watches its writes), so the idle timeout runs between requests.
     pub struct ResponseBody {
         #[pin]
         inner: Either<PooledBody, Full<Bytes>>,
@@ -108,7 +108,7 @@ struct Trace {
 }
 
 /// Handles one request end to end; never fails, never panics on input. `busy` marks
-/// the client connection busy until the response has been sent.
+/// the client connection busy until hyper has taken the whole response.
 ///
 /// Everything up to handing the request to an upstream connection runs here, before
 /// the returned future is first polled, so the future carries only what waiting for

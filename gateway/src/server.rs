@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::proxy::{self, Peer};
 use crate::shared::Shared;
 pub(crate) use client_conn::Busy;
-use client_conn::{ClientConnection, Drain, IdleClock};
+use client_conn::{ClientConnection, Drain, IdleClock, WatchedIo};
 
 mod client_conn;
 /// After an accept error (out of file descriptors, say) pause before retrying, rather
@@ -110,7 +110,7 @@ pub(crate) async fn serve(
             proxy::handle(svc_shared.clone(), peer.clone(), req, busy)
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(WatchedIo::new(stream, clock.clone())), service)
             .into_owned();
         shared.metrics.open_connections.inc();
         tokio::spawn(Served {

@@ -24,8 +24,9 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// up only the names that are there: each lookup hashes its name, and most messages
 /// carry none of the headers a proxy removes or extends.
 ///
-/// A flag may go stale in one direction only (a header removed after the scan), which
-/// every user tolerates; a header is never added behind its back.
+/// A clear flag is certain: nothing adds a header behind the scan's back. A set flag
+/// means "maybe present": hop-by-hop removal may have taken the header since (a client
+/// can name any header in `Connection`), so every use of a set flag looks it up.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Scan {
     connection: bool,
@@ -160,13 +161,9 @@ pub fn set_forwarded(
     let proto = HeaderValue::from_static(proto);
     if trusted {
         // A trusted proxy's proto and host stand.
-        if !scan.forwarded_proto {
-            headers.append(X_FORWARDED_PROTO, proto);
-        }
+        keep_or_add(headers, scan.forwarded_proto, X_FORWARDED_PROTO, proto);
         if let Some(h) = host {
-            if !scan.forwarded_host {
-                headers.append(X_FORWARDED_HOST, h);
-            }
+            keep_or_add(headers, scan.forwarded_host, X_FORWARDED_HOST, h);
         }
     } else {
         put(headers, scan.forwarded_proto, X_FORWARDED_PROTO, proto);
@@ -179,6 +176,15 @@ pub fn set_forwarded(
         if scan.forwarded {
             headers.remove(FORWARDED);
         }
+    }
+}
+
+/// Adds a header unless it is there; looks only when the scan saw it.
+fn keep_or_add(headers: &mut HeaderMap, maybe: bool, name: HeaderName, value: HeaderValue) {
+    if maybe {
+        headers.entry(name).or_insert(value);
+    } else {
+        headers.append(name, value);
     }
 }
 
@@ -351,6 +357,20 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert!(!h.contains_key("x-forwarded-host"));
         assert_eq!(h["x-forwarded-proto"], "http");
+
+        // Trusted, naming its own proto and host in `Connection`: those go, and the
+        // gateway's own take their place.
+        let mut h = map(&[
+            ("connection", "x-forwarded-proto, x-forwarded-host"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "front.example"),
+        ]);
+        let scan = Scan::of(&h);
+        remove_hop_by_hop_scanned(&mut h, &scan);
+        let host = Some(HeaderValue::from_static("shop.example"));
+        set_forwarded(&mut h, &scan, &ip, true, "http", host);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
 
         // Untrusted, no Host to forward: a client's X-Forwarded-Host goes.
         let mut h = map(&[("x-forwarded-host", "evil.example"), ("a", "1")]);

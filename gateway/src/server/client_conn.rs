@@ -2,6 +2,11 @@
 //! (an idle keep-alive connection, or a slow-loris client still sending its request
 //! head), and drained gracefully on shutdown.
 //!
+//! "Idle" means: no request whose response hyper has not taken in full, and no write
+//! waiting for the client to read (hyper may still hold the tail of a response). An
+//! HTTP/1 connection idle that long is closed, as hyper's own header-read timeout would
+//! close it; an HTTP/2 one is told GOAWAY and closes once its open streams end.
+//!
 //! hyper has the first bound built in (`header_read_timeout`), but it arms a fresh
 //! boxed timer for every request: one allocation and ~1.5k instructions, 4 % of a
 //! proxied request. Here each connection keeps one timer that is looked at only when
@@ -9,6 +14,7 @@
 //! signal is checked with an atomic load rather than a future polled at every wakeup.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{watch, Notify};
 use tokio::time::{Instant, Sleep};
@@ -24,9 +31,11 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub(crate) struct IdleClock {
     base: Instant,
-    /// Requests whose response has not been sent yet.
+    /// Requests whose response body hyper has not taken in full yet.
     busy: AtomicUsize,
-    /// Milliseconds from `base` to the end of the latest response.
+    /// The last write to the client would have blocked: it is not reading (yet).
+    write_blocked: AtomicBool,
+    /// Milliseconds from `base` to the latest end of a response or of a blocked write.
     idle_since_ms: AtomicU64,
     /// The connection speaks HTTP/2 (it is told GOAWAY rather than cut).
     http2: AtomicBool,
@@ -38,13 +47,14 @@ impl IdleClock {
         Arc::new(Self {
             base: Instant::now(),
             busy: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
         })
     }
 
     /// Marks a request in progress until the returned guard is dropped, which the
-    /// response body does once it has been sent (or the request is abandoned).
+    /// response body does once hyper has taken all of it (or the request is abandoned).
     pub(crate) fn busy(self: &Arc<Self>, http2: bool) -> Busy {
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
@@ -53,9 +63,25 @@ impl IdleClock {
         Busy(self.clone())
     }
 
+    /// Records whether a write to the client would have blocked; on the change back,
+    /// idleness counts from now. Called on every write, so the common case is a load.
+    fn wrote(&self, blocked: bool) {
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+            if !blocked {
+                self.mark_idle();
+            }
+        }
+    }
+
+    fn mark_idle(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_since_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
     /// When the connection times out if nothing changes, or `None` when it already has.
     fn deadline(&self, now: Instant, timeout: Duration) -> Option<Instant> {
-        if self.busy.load(Ordering::Acquire) > 0 {
+        if self.busy.load(Ordering::Acquire) > 0 || self.write_blocked.load(Ordering::Relaxed) {
             return Some(now + timeout);
         }
         let idle_since =
@@ -71,11 +97,67 @@ pub(crate) struct Busy(Arc<IdleClock>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let clock = &*self.0;
-        let ms = u64::try_from(clock.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         // Before the count drops, so a timer that sees no request sees this time.
-        clock.idle_since_ms.fetch_max(ms, Ordering::Relaxed);
-        clock.busy.fetch_sub(1, Ordering::Release);
+        self.0.mark_idle();
+        self.0.busy.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A client socket that tells its [`IdleClock`] whether writes are getting through.
+#[derive(Debug)]
+pub(crate) struct WatchedIo<T> {
+    inner: T,
+    clock: Arc<IdleClock>,
+}
+
+impl<T> WatchedIo<T> {
+    /// Wraps the accepted socket of the connection `clock` times.
+    pub(crate) fn new(inner: T, clock: Arc<IdleClock>) -> Self {
+        Self { inner, clock }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.clock.wrote(written.is_pending());
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.clock.wrote(written.is_pending());
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -127,6 +209,15 @@ pub(crate) struct DrainWatch {
     open: watch::Receiver<()>,
 }
 
+impl Drop for Drain {
+    /// A drain dropped unstarted (its listener's task aborted) still lets the
+    /// connections finish gracefully rather than run on unbounded.
+    fn drop(&mut self) {
+        self.started.store(true, Ordering::SeqCst);
+        self.signal.notify_waiters();
+    }
+}
+
 pin_project! {
     /// A served client connection bound by its idle timeout and the drain.
     pub(crate) struct ClientConnection<C> {
@@ -141,8 +232,10 @@ pin_project! {
         _open: watch::Receiver<()>,
         clock: Arc<IdleClock>,
         timeout: Duration,
-        // The timer has been polled since it was last set.
+        // The timer has registered (been polled with budget) since it was last set.
         timer_armed: bool,
+        // An HTTP/2 connection told GOAWAY: hyper closes it; the timer has no more to do.
+        timer_done: bool,
         drain_armed: bool,
         // graceful_shutdown has been called (drain, or an idle HTTP/2 connection).
         closing: bool,
@@ -188,6 +281,7 @@ impl<C> ClientConnection<C> {
             clock,
             timeout,
             timer_armed: false,
+            timer_done: false,
             drain_armed: false,
             closing: false,
         }
@@ -216,24 +310,34 @@ where
                     continue;
                 }
             }
-            // After `Sleep` first registers, it wakes this task when it fires; until
-            // then, checking it is one atomic load.
+            if *this.timer_done {
+                return Poll::Pending;
+            }
+            // After `Sleep` registers, it wakes this task when it fires; until then,
+            // checking it is one atomic load.
             if *this.timer_armed && !this.timer.is_elapsed() {
                 return Poll::Pending;
             }
+            // Outside tokio's coop budget: the connection may have spent it, and a
+            // `Sleep` polled without budget registers nothing.
+            let timer = this.timer.as_mut();
+            let fired = std::pin::pin!(tokio::task::coop::unconstrained(timer)).poll(cx);
             *this.timer_armed = true;
-            if this.timer.as_mut().poll(cx).is_pending() {
+            if fired.is_pending() {
                 return Poll::Pending;
             }
             let now = Instant::now();
             *this.timer_armed = false;
             match this.clock.deadline(now, *this.timeout) {
                 Some(deadline) => this.timer.as_mut().reset(deadline),
-                // An HTTP/2 connection is told GOAWAY and given one more period.
-                None if this.clock.http2.load(Ordering::Relaxed) && !*this.closing => {
-                    *this.closing = true;
-                    this.conn.as_mut().graceful_shutdown();
-                    this.timer.as_mut().reset(now + *this.timeout);
+                // HTTP/2: GOAWAY. hyper closes the connection once its open streams
+                // end (one may still be sending a body the client reads slowly).
+                None if this.clock.http2.load(Ordering::Relaxed) => {
+                    *this.timer_done = true;
+                    if !*this.closing {
+                        *this.closing = true;
+                        this.conn.as_mut().graceful_shutdown();
+                    }
                 }
                 // HTTP/1 between requests (idle, or a head still arriving): close,
                 // as hyper's header-read timeout would.
@@ -242,6 +346,127 @@ where
                     return Poll::Ready(Ok(()));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Stands in for hyper's connection: never finishes by itself, finishes once told
+    /// to shut down gracefully. On poll number `flood_on` it spends tokio's coop
+    /// budget, as a run of socket reads does.
+    struct FakeConn {
+        polls: usize,
+        flood_on: usize,
+        shutdowns: Arc<AtomicUsize>,
+        closing: bool,
+    }
+
+    impl FakeConn {
+        fn new(flood_on: usize) -> Self {
+            Self {
+                polls: 0,
+                flood_on,
+                shutdowns: Arc::new(AtomicUsize::new(0)),
+                closing: false,
+            }
+        }
+    }
+
+    impl Future for FakeConn {
+        type Output = Result<(), ()>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            self.polls += 1;
+            if self.closing {
+                return Poll::Ready(Ok(()));
+            }
+            if self.polls == self.flood_on {
+                while let Poll::Ready(r) = tokio::task::coop::poll_proceed(cx) {
+                    r.made_progress();
+                }
+            }
+            Poll::Pending
+        }
+    }
+
+    impl Graceful for FakeConn {
+        fn graceful_shutdown(self: Pin<&mut Self>) {
+            let this = self.get_mut();
+            this.shutdowns.fetch_add(1, Ordering::SeqCst);
+            this.closing = true;
+        }
+    }
+
+    const T: Duration = Duration::from_millis(50);
+
+    /// Whether an idle connection closes within 20 periods.
+    async fn closes_when_idle(conn: FakeConn) -> bool {
+        let drain = Drain::new();
+        let task = tokio::spawn(ClientConnection::new(
+            conn,
+            IdleClock::new(),
+            T,
+            drain.watch(),
+        ));
+        tokio::time::timeout(T * 20, task).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_even_if_its_first_poll_spent_the_budget() {
+        assert!(closes_when_idle(FakeConn::new(usize::MAX)).await);
+        assert!(closes_when_idle(FakeConn::new(1)).await);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_write_keeps_the_connection_and_idleness_counts_from_its_end() {
+        let clock = IdleClock::new();
+        clock.wrote(true);
+        let now = Instant::now();
+        assert_eq!(clock.deadline(now + T * 10, T), Some(now + T * 11));
+        clock.wrote(false);
+        let after = Instant::now();
+        let deadline = clock.deadline(after, T).expect("not idle yet");
+        assert!(
+            deadline >= after + T - Duration::from_millis(2),
+            "{deadline:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_drain_reaches_connections_polled_before_and_after_it_starts() {
+        for _ in 0..50 {
+            let drain = Drain::new();
+            let mut tasks = Vec::new();
+            let mut counts = Vec::new();
+            for i in 0..8 {
+                let conn = FakeConn::new(usize::MAX);
+                counts.push(conn.shutdowns.clone());
+                let conn = ClientConnection::new(
+                    conn,
+                    IdleClock::new(),
+                    Duration::from_secs(3600),
+                    drain.watch(),
+                );
+                if i % 2 == 0 {
+                    tasks.push(tokio::spawn(conn));
+                } else {
+                    // Accepted before the drain, first polled after it started.
+                    tasks.push(tokio::spawn(async move {
+                        tokio::task::yield_now().await;
+                        conn.await
+                    }));
+                }
+            }
+            tokio::time::timeout(Duration::from_secs(5), drain.start())
+                .await
+                .expect("the drain finishes");
+            for t in tasks {
+                t.await.expect("no panic").expect("closed cleanly");
+            }
+            assert!(counts.iter().all(|c| c.load(Ordering::SeqCst) == 1));
         }
     }
 }

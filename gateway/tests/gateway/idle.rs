@@ -151,3 +151,71 @@ async fn an_idle_http2_connection_is_told_goaway_and_closed() {
         .expect("a GOAWAY and a clean close, not a cut");
     drop(send);
 }
+
+#[tokio::test]
+async fn a_client_that_pauses_reading_still_gets_the_whole_body() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up).await;
+    let addr = gw.addr;
+    // Whether hyper has taken the last chunk while the socket still holds back some of
+    // the response depends on the sizes of the kernel's buffers: many sizes, so that
+    // some land in that window (with an idle timer counting from the hand-over, a few
+    // of these were cut short).
+    let mut clients = Vec::new();
+    for i in 1..=64usize {
+        let n = i * 64 * 1024;
+        clients.push(tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(8 * 1024).unwrap();
+            let mut s = socket.connect(addr).await.unwrap();
+            let req =
+                format!("GET /stream/{n} HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut got = vec![0u8; 1024];
+            let k = s.read(&mut got).await.unwrap();
+            got.truncate(k);
+            // Well over the idle timeout without reading.
+            tokio::time::sleep(IDLE * 4).await;
+            let _ = within("the rest of the response", s.read_to_end(&mut got)).await;
+            (n, got.ends_with(b"\r\n0\r\n\r\n"))
+        }));
+    }
+    let mut cut = Vec::new();
+    for c in clients {
+        let (n, whole) = c.await.unwrap();
+        if !whole {
+            cut.push(n);
+        }
+    }
+    assert!(cut.is_empty(), "responses cut short: {cut:?}");
+}
+
+#[tokio::test]
+async fn an_http2_client_reading_slowly_still_gets_the_whole_body() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up).await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    // A 1 KiB window read at 10 KiB/s: hyper has taken the whole body from the gateway
+    // more than two idle periods before the client has let the end of it through
+    // (a connection cut at the second period after GOAWAY lost its tail here).
+    builder.initial_stream_window_size(1024);
+    let (mut send, conn) = builder.handshake(TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(gw.url("/stream/32768")).body(empty()).unwrap();
+    let response = within("the head", send.send_request(req)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut got = 0;
+    let started = std::time::Instant::now();
+    while let Some(frame) = within("a frame", body.frame()).await {
+        let frame = frame.expect("the stream is not cut");
+        got += frame.into_data().map_or(0, |d| d.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, 32768);
+    // The test only means something if reading took over two idle periods.
+    assert!(started.elapsed() > IDLE * 2, "{:?}", started.elapsed());
+    drop(send);
+    let _ = within("the connection to end", conn).await;
+}
