@@ -126,7 +126,7 @@ pub(crate) fn handle(
     let request_id = shared.ids.for_request(req.headers(), &scan);
     let method = req.method().clone();
     let mut trace = Trace::default();
-    let stage = match dispatch(&snapshot, &peer, req, &scan, &request_id, &mut trace) {
+    let stage = match dispatch(&snapshot, &peer, req, &scan, &request_id, &busy, &mut trace) {
         Ok(exchange) => Stage::Sent { exchange },
         Err(e) => Stage::Failed { error: Some(e) },
     };
@@ -261,6 +261,7 @@ fn dispatch(
     req: Request<Incoming>,
     scan: &headers::Scan,
     request_id: &HeaderValue,
+    busy: &Busy,
     trace: &mut Trace,
 ) -> Result<Exchange<impl Future<Output = Result<Response<PooledBody>, ClientError>>>, ProxyError> {
     let server = &snapshot.config.server;
@@ -347,6 +348,11 @@ fn dispatch(
     h.insert(headers::X_REQUEST_ID, request_id.clone());
 
     let (body, body_sent) = LimitedBody::new(body, limit);
+    // A body still to come keeps the client connection busy until it has all arrived.
+    let body = match body_sent {
+        Some(_) => body.hold(busy.clone()),
+        None => body,
+    };
     let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {

@@ -104,8 +104,8 @@ pub(crate) async fn serve(
         let clock = IdleClock::new();
         let svc_clock = clock.clone();
         let svc_shared = shared.clone();
-        let service = service_fn(move |req: hyper::Request<_>| {
-            let busy = svc_clock.busy(req.version() == hyper::Version::HTTP_2);
+        let service = service_fn(move |req| {
+            let busy = svc_clock.busy();
             // Not wrapped in an async block: see `proxy::handle` on future size.
             proxy::handle(svc_shared.clone(), peer.clone(), req, busy)
         });

@@ -10,6 +10,8 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
+use crate::server::Busy;
+
 /// Why a request body stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -32,6 +34,8 @@ pin_project! {
         remaining: u64,
         limit: u64,
         sent: Option<oneshot::Sender<()>>,
+        // Keeps the client connection busy while the body is still arriving.
+        busy: Option<Busy>,
     }
 }
 
@@ -51,8 +55,16 @@ impl LimitedBody {
             remaining: limit,
             limit,
             sent,
+            busy: None,
         };
         (body, rx)
+    }
+
+    /// Keeps the client connection counted busy until the body has all arrived, so
+    /// its idle timeout cannot cut an upload whose response came early.
+    pub(crate) fn hold(mut self, busy: Busy) -> Self {
+        self.busy = Some(busy);
+        self
     }
 }
 
@@ -68,10 +80,12 @@ impl Body for LimitedBody {
         let frame = match ready!(this.inner.poll_frame(cx)) {
             None => {
                 signal(this.sent);
+                this.busy.take();
                 return Poll::Ready(None);
             }
             Some(Err(e)) => {
                 signal(this.sent);
+                this.busy.take();
                 return Poll::Ready(Some(Err(BodyError::Client(e))));
             }
             Some(Ok(frame)) => frame,

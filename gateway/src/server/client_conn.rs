@@ -2,10 +2,13 @@
 //! (an idle keep-alive connection, or a slow-loris client still sending its request
 //! head), and drained gracefully on shutdown.
 //!
-//! "Idle" means: no request whose response hyper has not taken in full, and no write
-//! waiting for the client to read (hyper may still hold the tail of a response). An
-//! HTTP/1 connection idle that long is closed, as hyper's own header-read timeout would
-//! close it; an HTTP/2 one is told GOAWAY and closes once its open streams end.
+//! "Idle" means: no request still arriving (its body) or still answered (hyper has not
+//! taken all of its response), and no write waiting for the client to read (hyper may
+//! still hold the tail of a response). An HTTP/1 connection idle that long is closed,
+//! as hyper's own header-read timeout would close it. An HTTP/2 one (known by its
+//! preface) is told GOAWAY; hyper closes it once its open streams end and the client
+//! has acknowledged the shutdown, and keeps it while the client does neither, as it did
+//! without this timer (one that never sent a request is cut a period after GOAWAY).
 //!
 //! hyper has the first bound built in (`header_read_timeout`), but it arms a fresh
 //! boxed timer for every request: one allocation and ~1.5k instructions, 4 % of a
@@ -37,8 +40,10 @@ pub(crate) struct IdleClock {
     write_blocked: AtomicBool,
     /// Milliseconds from `base` to the latest end of a response or of a blocked write.
     idle_since_ms: AtomicU64,
-    /// The connection speaks HTTP/2 (it is told GOAWAY rather than cut).
+    /// The connection opened with the HTTP/2 preface (it is told GOAWAY, not cut).
     http2: AtomicBool,
+    /// A request has come in: without one, an HTTP/2 connection has no stream to wait for.
+    asked: AtomicBool,
 }
 
 impl IdleClock {
@@ -50,14 +55,16 @@ impl IdleClock {
             write_blocked: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            asked: AtomicBool::new(false),
         })
     }
 
-    /// Marks a request in progress until the returned guard is dropped, which the
-    /// response body does once hyper has taken all of it (or the request is abandoned).
-    pub(crate) fn busy(self: &Arc<Self>, http2: bool) -> Busy {
-        if http2 {
-            self.http2.store(true, Ordering::Relaxed);
+    /// Marks a request in progress until the returned guard and its clones are
+    /// dropped: the response body drops its one once hyper has taken all of it, the
+    /// request body once it has all arrived (or the request is abandoned).
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+        if !self.asked.load(Ordering::Relaxed) {
+            self.asked.store(true, Ordering::Relaxed);
         }
         self.busy.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
@@ -95,6 +102,13 @@ impl IdleClock {
 #[derive(Debug)]
 pub(crate) struct Busy(Arc<IdleClock>);
 
+impl Clone for Busy {
+    fn clone(&self) -> Self {
+        self.0.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.0.clone())
+    }
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
         // Before the count drops, so a timer that sees no request sees this time.
@@ -103,17 +117,43 @@ impl Drop for Busy {
     }
 }
 
-/// A client socket that tells its [`IdleClock`] whether writes are getting through.
+/// The HTTP/2 connection preface (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// `WatchedIo::preface` once the protocol is known.
+const PROTOCOL_KNOWN: usize = usize::MAX;
+
+/// A client socket that tells its [`IdleClock`] whether writes are getting through
+/// and whether the connection opened with the HTTP/2 preface.
 #[derive(Debug)]
 pub(crate) struct WatchedIo<T> {
     inner: T,
     clock: Arc<IdleClock>,
+    /// Preface bytes matched so far, or `PROTOCOL_KNOWN`.
+    preface: usize,
 }
 
 impl<T> WatchedIo<T> {
     /// Wraps the accepted socket of the connection `clock` times.
     pub(crate) fn new(inner: T, clock: Arc<IdleClock>) -> Self {
-        Self { inner, clock }
+        Self {
+            inner,
+            clock,
+            preface: 0,
+        }
+    }
+
+    /// Matches the first bytes read against the HTTP/2 preface.
+    fn sniff(&mut self, read: &[u8]) {
+        let wanted = &H2_PREFACE[self.preface..];
+        let n = read.len().min(wanted.len());
+        if read[..n] != wanted[..n] {
+            self.preface = PROTOCOL_KNOWN;
+        } else if n == wanted.len() {
+            self.clock.http2.store(true, Ordering::Relaxed);
+            self.preface = PROTOCOL_KNOWN;
+        } else {
+            self.preface += n;
+        }
     }
 }
 
@@ -123,7 +163,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.preface != PROTOCOL_KNOWN {
+            if let Poll::Ready(Ok(())) = read {
+                self.sniff(&buf.filled()[before..]);
+            }
+        }
+        read
     }
 }
 
@@ -234,7 +281,8 @@ pin_project! {
         timeout: Duration,
         // The timer has registered (been polled with budget) since it was last set.
         timer_armed: bool,
-        // An HTTP/2 connection told GOAWAY: hyper closes it; the timer has no more to do.
+        // An HTTP/2 connection told GOAWAY: the rest is hyper's (it closes the connection
+        // once the streams end and the client acknowledges); the timer has no more to do.
         timer_done: bool,
         drain_armed: bool,
         // graceful_shutdown has been called (drain, or an idle HTTP/2 connection).
@@ -331,12 +379,21 @@ where
             match this.clock.deadline(now, *this.timeout) {
                 Some(deadline) => this.timer.as_mut().reset(deadline),
                 // HTTP/2: GOAWAY. hyper closes the connection once its open streams
-                // end (one may still be sending a body the client reads slowly).
-                None if this.clock.http2.load(Ordering::Relaxed) => {
-                    *this.timer_done = true;
+                // end (one may still be sending a body the client reads slowly) and the
+                // client has acknowledged.
+                // One that never asked anything has no stream to wait for: it gets one
+                // more period to go, then is cut.
+                None if this.clock.http2.load(Ordering::Relaxed)
+                    && (this.clock.asked.load(Ordering::Relaxed) || !*this.closing) =>
+                {
                     if !*this.closing {
                         *this.closing = true;
                         this.conn.as_mut().graceful_shutdown();
+                    }
+                    if this.clock.asked.load(Ordering::Relaxed) {
+                        *this.timer_done = true;
+                    } else {
+                        this.timer.as_mut().reset(now + *this.timeout);
                     }
                 }
                 // HTTP/1 between requests (idle, or a head still arriving): close,
@@ -433,6 +490,31 @@ mod tests {
             deadline >= after + T - Duration::from_millis(2),
             "{deadline:?}"
         );
+    }
+
+    #[test]
+    fn the_http2_preface_is_recognised_across_reads_and_nothing_else_is() {
+        let sniffed = |reads: &[&[u8]]| {
+            let clock = IdleClock::new();
+            let mut io = WatchedIo::new((), clock.clone());
+            for read in reads {
+                io.sniff(read);
+            }
+            clock.http2.load(Ordering::Relaxed)
+        };
+        assert!(sniffed(&[H2_PREFACE]));
+        assert!(sniffed(&[
+            &H2_PREFACE[..3],
+            &H2_PREFACE[3..10],
+            b"",
+            &H2_PREFACE[10..]
+        ]));
+        let mut more = H2_PREFACE.to_vec();
+        more.extend_from_slice(b"\0\0\0\x04\0\0\0\0\0");
+        assert!(sniffed(&[&more]));
+        assert!(!sniffed(&[b"GET / HTTP/1.1\r\n"]));
+        assert!(!sniffed(&[b"PRI", b" * HTTP/1.1\r\n\r\n"]));
+        assert!(!sniffed(&[&H2_PREFACE[..10]]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

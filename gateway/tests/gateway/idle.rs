@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::{route, upstream};
 
@@ -218,4 +218,96 @@ async fn an_http2_client_reading_slowly_still_gets_the_whole_body() {
     assert!(started.elapsed() > IDLE * 2, "{:?}", started.elapsed());
     drop(send);
     let _ = within("the connection to end", conn).await;
+}
+
+#[tokio::test]
+async fn an_upload_still_arriving_after_an_early_response_is_not_cut() {
+    const CHUNK: usize = 1000;
+    // One chunk every 50 ms: 2 s, over six idle periods.
+    const N: usize = 40;
+    // An upstream that answers at once, then reads the whole request body.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut head = Vec::new();
+        let mut body = loop {
+            let n = s.read(&mut buf).await.unwrap();
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break head.len() - (i + 4);
+            }
+        };
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        while body < CHUNK * N {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body += n,
+            }
+        }
+        let _ = tx.send(body);
+    });
+    let config = [
+        format!(
+            "[server]\nclient_idle_timeout = \"{}ms\"\n",
+            IDLE.as_millis()
+        ),
+        format!("[upstreams.early]\nendpoints = [\"{addr}\"]\n"),
+        route("r", "/", "early", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: shop\r\nContent-Length: {}\r\n\r\n",
+        CHUNK * N
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b'u'; CHUNK]).await.unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = within("the early response", s.read(&mut got))
+        .await
+        .unwrap();
+    assert!(got[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &got[..n]);
+    let mut sent = CHUNK;
+    for _ in 1..N {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.write_all(&[b'u'; CHUNK]).await.is_err() {
+            break;
+        }
+        sent += CHUNK;
+    }
+    let received = within("the upstream to read the body", rx).await.unwrap();
+    assert_eq!((sent, received), (CHUNK * N, CHUNK * N), "upload cut short");
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_never_asks_anything_is_told_goaway() {
+    const GOAWAY: u8 = 7;
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    // The preface and an empty SETTINGS frame, then nothing.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // It is told GOAWAY, then, having no stream to finish and not acknowledging,
+    // cut a period later.
+    let got = within(
+        "the gateway to end the connection",
+        read_until_closed(&mut s),
+    )
+    .await;
+    let mut frame_types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        frame_types.push(got[at + 3]);
+        at += 9 + len;
+    }
+    assert!(frame_types.contains(&GOAWAY), "frames: {frame_types:?}");
 }
