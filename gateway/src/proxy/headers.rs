@@ -275,6 +275,24 @@ mod tests {
         h
     }
 
+    /// A request's headers from peer 10.0.0.9 as the proxy rewrites them: one scan,
+    /// hop-by-hop removal, then `X-Forwarded-*`.
+    fn forwarded(pairs: &[(&str, &str)], trusted: bool, host: Option<&'static str>) -> HeaderMap {
+        let mut h = map(pairs);
+        let scan = Scan::of(&h);
+        remove_hop_by_hop_scanned(&mut h, &scan);
+        let ip = HeaderValue::from_static("10.0.0.9");
+        set_forwarded(
+            &mut h,
+            &scan,
+            &ip,
+            trusted,
+            "http",
+            host.map(HeaderValue::from_static),
+        );
+        h
+    }
+
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = map(&[
@@ -309,50 +327,46 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_replaced_for_strangers_and_extended_for_trusted() {
-        let ip = HeaderValue::from_static("10.0.0.9");
-        let mut h = map(&[
-            ("x-forwarded-for", "6.6.6.6"),
-            ("x-forwarded-proto", "https"),
-            ("forwarded", "for=1.1.1.1"),
-        ]);
-        let scan = Scan::of(&h);
-        set_forwarded(
-            &mut h,
-            &scan,
-            &ip,
+        let h = forwarded(
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "for=1.1.1.1"),
+            ],
             false,
-            "http",
-            Some(HeaderValue::from_static("shop.example")),
+            Some("shop.example"),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert!(!h.contains_key("forwarded"));
 
-        let mut h = map(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-for", "5.6.7.8"),
-            ("x-forwarded-proto", "https"),
-        ]);
-        let scan = Scan::of(&h);
-        set_forwarded(&mut h, &scan, &ip, true, "http", None);
+        let h = forwarded(
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-for", "5.6.7.8"),
+                ("x-forwarded-proto", "https"),
+            ],
+            true,
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]
     fn a_scan_gone_stale_by_removal_still_gives_the_right_headers() {
-        let ip = HeaderValue::from_static("10.0.0.9");
         // The client names its own X-Forwarded-* as hop-by-hop: removed before they
         // are extended, though the scan saw them.
-        let mut h = map(&[
-            ("connection", "x-forwarded-for, x-forwarded-host"),
-            ("x-forwarded-for", "6.6.6.6"),
-            ("x-forwarded-host", "evil.example"),
-        ]);
-        let scan = Scan::of(&h);
-        remove_hop_by_hop_scanned(&mut h, &scan);
-        set_forwarded(&mut h, &scan, &ip, true, "http", None);
+        let h = forwarded(
+            &[
+                ("connection", "x-forwarded-for, x-forwarded-host"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-host", "evil.example"),
+            ],
+            true,
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert!(!h.contains_key("x-forwarded-host"));
@@ -360,22 +374,24 @@ mod tests {
 
         // Trusted, naming its own proto and host in `Connection`: those go, and the
         // gateway's own take their place.
-        let mut h = map(&[
-            ("connection", "x-forwarded-proto, x-forwarded-host"),
-            ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "front.example"),
-        ]);
-        let scan = Scan::of(&h);
-        remove_hop_by_hop_scanned(&mut h, &scan);
-        let host = Some(HeaderValue::from_static("shop.example"));
-        set_forwarded(&mut h, &scan, &ip, true, "http", host);
+        let h = forwarded(
+            &[
+                ("connection", "x-forwarded-proto, x-forwarded-host"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "front.example"),
+            ],
+            true,
+            Some("shop.example"),
+        );
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example");
 
         // Untrusted, no Host to forward: a client's X-Forwarded-Host goes.
-        let mut h = map(&[("x-forwarded-host", "evil.example"), ("a", "1")]);
-        let scan = Scan::of(&h);
-        set_forwarded(&mut h, &scan, &ip, false, "http", None);
+        let h = forwarded(
+            &[("x-forwarded-host", "evil.example"), ("a", "1")],
+            false,
+            None,
+        );
         assert!(!h.contains_key("x-forwarded-host"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
     }

@@ -16,16 +16,28 @@ use crate::{route, upstream};
 const IDLE: Duration = Duration::from_millis(300);
 
 async fn gateway(up: &FakeUpstream) -> TestGateway {
+    gateway_to(upstream("up", &[up], "")).await
+}
+
+/// A gateway with the short idle timeout and one route `/` to `[upstreams.up]`.
+async fn gateway_to(upstream_up: String) -> TestGateway {
     let config = [
         format!(
             "[server]\nclient_idle_timeout = \"{}ms\"\n",
             IDLE.as_millis()
         ),
-        upstream("up", &[up], ""),
+        upstream_up,
         route("r", "/", "up", ""),
     ]
     .concat();
     TestGateway::start(&config).await
+}
+
+/// A raw connection to the gateway that has sent `bytes`.
+async fn send_raw(gw: &TestGateway, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
 }
 
 /// Everything the gateway sends until it closes the connection.
@@ -39,10 +51,7 @@ async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
 async fn a_client_that_sends_half_a_head_is_cut_off() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n")
-        .await
-        .unwrap();
+    let mut s = send_raw(&gw, b"GET / HTTP/1.1\r\nHost: shop\r\n").await;
     let got = within("the gateway to close", read_until_closed(&mut s)).await;
     assert!(got.is_empty(), "no response to half a head: {got:?}");
     assert_eq!(up.hits(), 0);
@@ -52,10 +61,7 @@ async fn a_client_that_sends_half_a_head_is_cut_off() {
 async fn a_head_dribbled_a_byte_at_a_time_does_not_keep_the_connection() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\nX-Pad: ")
-        .await
-        .unwrap();
+    let mut s = send_raw(&gw, b"GET / HTTP/1.1\r\nHost: shop\r\nX-Pad: ").await;
     within("the gateway to close a slow loris", async {
         // A byte every 50 ms is progress, but never a whole head: writes start
         // failing once the gateway has closed.
@@ -71,10 +77,7 @@ async fn a_head_dribbled_a_byte_at_a_time_does_not_keep_the_connection() {
 async fn an_idle_keep_alive_connection_is_closed_after_its_response() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /a HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = send_raw(&gw, b"GET /a HTTP/1.1\r\nHost: shop\r\n\r\n").await;
     let got = within("the response, then the close", read_until_closed(&mut s)).await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -251,22 +254,12 @@ async fn an_upload_still_arriving_after_an_early_response_is_not_cut() {
         }
         let _ = tx.send(body);
     });
-    let config = [
-        format!(
-            "[server]\nclient_idle_timeout = \"{}ms\"\n",
-            IDLE.as_millis()
-        ),
-        format!("[upstreams.early]\nendpoints = [\"{addr}\"]\n"),
-        route("r", "/", "early", ""),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let gw = gateway_to(format!("[upstreams.up]\nendpoints = [\"{addr}\"]\n")).await;
     let head = format!(
         "POST /up HTTP/1.1\r\nHost: shop\r\nContent-Length: {}\r\n\r\n",
         CHUNK * N
     );
-    s.write_all(head.as_bytes()).await.unwrap();
+    let mut s = send_raw(&gw, head.as_bytes()).await;
     s.write_all(&[b'u'; CHUNK]).await.unwrap();
     let mut got = vec![0u8; 4096];
     let n = within("the early response", s.read(&mut got))
@@ -290,11 +283,8 @@ async fn an_http2_connection_that_never_asks_anything_is_told_goaway() {
     const GOAWAY: u8 = 7;
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
     // The preface and an empty SETTINGS frame, then nothing.
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
+    let mut s = send_raw(&gw, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await;
     // It is told GOAWAY, then, having no stream to finish and not acknowledging,
     // cut a period later.
     let got = within(

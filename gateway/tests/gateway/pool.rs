@@ -235,3 +235,50 @@ async fn a_named_endpoint_is_resolved_and_fails_cleanly_when_its_addresses_refus
     assert_eq!(r.status, 502);
     assert_eq!(r.header("x-gateway-error"), "connect_failed");
 }
+
+/// A listening socket that never accepts, its accept queue filled: connects to it
+/// hang (the kernel drops the SYNs) instead of failing, like a host gone dark. Keep
+/// the returned sockets alive for as long as it must stay that way.
+fn unresponsive_endpoint() -> (std::net::SocketAddr, impl Sized) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&any.into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    let hangs = loop {
+        let wait = std::time::Duration::from_millis(200);
+        match std::net::TcpStream::connect_timeout(&addr, wait) {
+            Ok(s) if queued.len() < 16 => queued.push(s),
+            Ok(_) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(hangs, "could not fill the accept queue of {addr}");
+    (addr, (listener, queued))
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_fails_each_waiting_request_within_the_connect_timeout() {
+    let (addr, _keep) = unresponsive_endpoint();
+    let config = format!(
+        "[upstreams.dark]\nendpoints = [\"{addr}\"]\nconnect_timeout = \"300ms\"\nconnect_concurrency = 1\n\n{}",
+        route("all", "/", "dark", ""),
+    );
+    let gw = TestGateway::start(&config).await;
+    // One request takes the only connect slot and waits on the dead connect; the
+    // others wait for a slot or a connection that never comes. None of them hangs.
+    let client = Client::default();
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.url("/x"));
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    for w in waiting {
+        let r = within("a 502", w).await.unwrap();
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(r.header("x-gateway-error"), "connect_failed");
+    }
+}
