@@ -4,6 +4,8 @@
 use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::{route, upstream};
@@ -86,6 +88,45 @@ async fn a_response_abandoned_midway_closes_its_connection() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["path"], "/echo");
     assert_eq!(up.connections(), 2);
+}
+
+/// A client that hangs up while the upstream is still working on its request (HTTP/1.1:
+/// the socket closed; HTTP/2: the stream reset) abandons the exchange: the gateway
+/// closes that upstream connection rather than wait for an answer nobody will read,
+/// as nginx does by default (`proxy_ignore_client_abort off`).
+#[tokio::test]
+async fn a_client_that_hangs_up_abandons_its_exchange() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up, "").await;
+
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /hold HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    up.hold().arrived().await;
+    drop(s);
+    eventually(
+        "the HTTP/1.1 exchange's upstream connection to close",
+        || async { (up.open_connections() == 0).then_some(()) },
+    )
+    .await;
+
+    let (h2, url) = (Client::h2c(), gw.url("/hold"));
+    let request = tokio::spawn(async move { h2.get(&url).await });
+    up.hold().arrived().await;
+    request.abort();
+    eventually(
+        "the HTTP/2 exchange's upstream connection to close",
+        || async { (up.open_connections() == 0).then_some(()) },
+    )
+    .await;
+
+    // Neither answer is sent later on another client's connection.
+    up.hold().release(2);
+    let r = Client::default().get(&gw.url("/echo")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/echo");
+    assert_eq!(up.hits(), 3);
 }
 
 #[tokio::test]
