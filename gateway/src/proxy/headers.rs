@@ -396,6 +396,161 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
     }
 
+    /// The rewrites done the plain way, looking every header up, for comparison with
+    /// the scanned ones. The same rules: `close` and `keep-alive` in `Connection` are
+    /// options, not header names; a value that is not visible ASCII names nothing.
+    fn forwarded_plainly(
+        mut h: HeaderMap,
+        trusted: bool,
+        host: Option<HeaderValue>,
+        ip: &HeaderValue,
+    ) -> HeaderMap {
+        let mut named = Vec::new();
+        for value in h.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+        let fixed = [
+            "connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+        ];
+        let names: Vec<HeaderName> = h.keys().cloned().collect();
+        for name in names {
+            if fixed.contains(&name.as_str())
+                || name.as_str().starts_with("proxy-")
+                || named.contains(&name)
+            {
+                h.remove(&name);
+            }
+        }
+
+        let prior: Vec<&[u8]> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let xff = if trusted && !prior.is_empty() {
+            let mut chain = prior.join(&b", "[..]);
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&chain).unwrap()
+        } else {
+            ip.clone()
+        };
+        h.insert(X_FORWARDED_FOR, xff);
+        let proto = HeaderValue::from_static("http");
+        if trusted {
+            if !h.contains_key(&X_FORWARDED_PROTO) {
+                h.insert(X_FORWARDED_PROTO, proto);
+            }
+            if let Some(host) = host {
+                if !h.contains_key(&X_FORWARDED_HOST) {
+                    h.insert(X_FORWARDED_HOST, host);
+                }
+            }
+        } else {
+            h.insert(X_FORWARDED_PROTO, proto);
+            match host {
+                Some(host) => drop(h.insert(X_FORWARDED_HOST, host)),
+                None => drop(h.remove(&X_FORWARDED_HOST)),
+            }
+            h.remove(&FORWARDED);
+        }
+        h
+    }
+
+    /// Random request headers drawn from the names the rewrites care about, with
+    /// repeats, `Connection` lists naming any of them in any case, and odd bytes.
+    fn random_headers(rng: &mut impl rand::Rng) -> HeaderMap {
+        const NAMES: &[&str] = &[
+            "connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+            "expect",
+            "forwarded",
+            "x-request-id",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "host",
+            "close",
+            "x-a",
+            "trailer",
+        ];
+        let mut h = HeaderMap::new();
+        for _ in 0..rng.random_range(0..12) {
+            let name = NAMES[rng.random_range(0..NAMES.len())];
+            let value = if name == "connection" || rng.random_ratio(1, 8) {
+                let tokens: Vec<String> = (0..rng.random_range(0..4))
+                    .map(|_| {
+                        let t = NAMES[rng.random_range(0..NAMES.len())];
+                        let t = if rng.random() {
+                            t.to_ascii_uppercase()
+                        } else {
+                            t.to_owned()
+                        };
+                        if rng.random_ratio(1, 4) {
+                            format!(" {t} ")
+                        } else {
+                            t
+                        }
+                    })
+                    .collect();
+                tokens.join(",").into_bytes()
+            } else if rng.random_ratio(1, 10) {
+                b"caf\xe9".to_vec()
+            } else {
+                format!("v{}", rng.random_range(0..100)).into_bytes()
+            };
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_bytes(&value).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// The scan only decides which lookups run: whatever the headers, the scanned
+    /// rewrites must give exactly what looking every header up gives.
+    #[test]
+    fn scanned_rewrites_match_plain_lookups_on_random_headers() {
+        use rand::{Rng, SeedableRng};
+        let ip = HeaderValue::from_static("10.0.0.9");
+        for seed in 0..20_000u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let original = random_headers(&mut rng);
+            let trusted: bool = rng.random();
+            let host = rng
+                .random_ratio(2, 3)
+                .then(|| HeaderValue::from_static("shop.example"));
+
+            let mut scanned = original.clone();
+            let scan = Scan::of(&scanned);
+            remove_hop_by_hop_scanned(&mut scanned, &scan);
+            set_forwarded(&mut scanned, &scan, &ip, trusted, "http", host.clone());
+            let plain = forwarded_plainly(original.clone(), trusted, host, &ip);
+            assert_eq!(
+                scanned, plain,
+                "seed {seed}, trusted {trusted}, headers {original:?}"
+            );
+            assert_eq!(scan.expect, original.contains_key(header::EXPECT));
+        }
+    }
+
     #[test]
     fn trust_handles_mapped_ipv4() {
         let nets: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
