@@ -36,7 +36,9 @@ fn builder(max_headers: usize) -> auto::Builder<TokioExecutor> {
         // `client_conn` bounds the wait for a request head, at less cost per request.
         .header_read_timeout(None)
         .max_buf_size(buffer)
-        .keep_alive(true);
+        .keep_alive(true)
+        // No read-ahead while a request is in progress: `WatchedIo` notices a hang-up.
+        .half_close(true);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -123,13 +123,38 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const PROTOCOL_KNOWN: usize = usize::MAX;
 
 /// A client socket that tells its [`IdleClock`] whether writes are getting through
-/// and whether the connection opened with the HTTP/2 preface.
+/// and whether the connection opened with the HTTP/2 preface, and that notices an
+/// HTTP/1 client hanging up while its request is in progress.
+///
+/// hyper is told not to read while an HTTP/1 request is in progress (`half_close`):
+/// its read-ahead, which is how it would notice the hang-up, needs a fresh read
+/// buffer each time, since the request's headers still point into the old one (1.6
+/// of 6.7 heap allocations and 3.5 % of the instructions of a proxied request). The
+/// hang-up is noticed here instead, at every flush hyper asks for (each turn of its
+/// connection loop): a readiness check, and a one-byte peek when the socket turns
+/// readable. An end of stream fails the flush, so hyper drops the connection and the
+/// request with it, as it would have on its own read.
 #[derive(Debug)]
 pub(crate) struct WatchedIo<T> {
     inner: T,
     clock: Arc<IdleClock>,
     /// Preface bytes matched so far, or `PROTOCOL_KNOWN`.
     preface: usize,
+    /// A peek found data waiting (a pipelined request, the rest of a body): no more
+    /// peeking until hyper's reads have drained the socket.
+    data_waiting: bool,
+}
+
+/// A socket that can be looked at without taking its data.
+pub(crate) trait Peek {
+    /// Like `TcpStream::poll_peek`: bytes copied into `buf`, 0 at end of stream.
+    fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>>;
+}
+
+impl Peek for tokio::net::TcpStream {
+    fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
+        tokio::net::TcpStream::poll_peek(self, cx, buf)
+    }
 }
 
 impl<T> WatchedIo<T> {
@@ -139,6 +164,7 @@ impl<T> WatchedIo<T> {
             inner,
             clock,
             preface: 0,
+            data_waiting: false,
         }
     }
 
@@ -165,6 +191,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        // Nothing left to read, or less than asked for: the socket has been drained,
+        // and whatever arrives next (or its end) makes it readable again.
+        if read.is_pending() || buf.remaining() > 0 {
+            self.data_waiting = false;
+        }
         if self.preface != PROTOCOL_KNOWN {
             if let Poll::Ready(Ok(())) = read {
                 self.sniff(&buf.filled()[before..]);
@@ -174,7 +205,34 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+impl<T: Peek> WatchedIo<T> {
+    /// Fails when an HTTP/1 client has closed its end while a request is in progress.
+    /// Costs a readiness check; the one-byte peek (a syscall) runs only once the
+    /// socket turns readable.
+    fn check_hang_up(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.data_waiting
+            || self.clock.busy.load(Ordering::Relaxed) == 0
+            || self.clock.http2.load(Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        let mut byte = [0u8; 1];
+        match self.inner.poll_peek(cx, &mut ReadBuf::new(&mut byte)) {
+            Poll::Ready(Ok(0)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client closed its connection with a request in progress",
+            )),
+            Poll::Ready(Ok(_)) => {
+                self.data_waiting = true;
+                Ok(())
+            }
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Peek + Unpin> AsyncWrite for WatchedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -200,6 +258,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_hang_up(cx)?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 

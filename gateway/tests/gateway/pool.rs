@@ -4,7 +4,7 @@
 use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -127,6 +127,54 @@ async fn a_client_that_hangs_up_abandons_its_exchange() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["path"], "/echo");
     assert_eq!(up.hits(), 3);
+}
+
+/// Requests pipelined on one HTTP/1.1 connection are answered one after the other, in
+/// order, however they arrive: in one write, or the next one while the first is at
+/// the upstream (the gateway reads it only once the first is answered).
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up, "").await;
+
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /one HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    up.hold().arrived().await;
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    up.hold().release(1);
+    let mut got = Vec::new();
+    within("three responses, then the close", s.read_to_end(&mut got))
+        .await
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 3, "{got}");
+    let one = got.find(r#""path":"/one""#).expect("/one answered");
+    let two = got.find(r#""path":"/two""#).expect("/two answered");
+    assert!(one < two, "{got}");
+}
+
+/// A hang-up is noticed even with the next pipelined request already read.
+#[tokio::test]
+async fn a_hang_up_behind_a_pipelined_request_abandons_the_exchange() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up, "").await;
+
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /one HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    up.hold().arrived().await;
+    drop(s);
+    eventually("the upstream connection to close", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+    up.hold().release(1);
+    assert_eq!(up.hits(), 1, "the pipelined request was not sent");
 }
 
 #[tokio::test]
