@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{route, upstream};
+use crate::{route, send_raw, upstream};
 
 const IDLE: Duration = Duration::from_millis(300);
 
@@ -31,13 +31,6 @@ async fn gateway_to(upstream_up: String) -> TestGateway {
     ]
     .concat();
     TestGateway::start(&config).await
-}
-
-/// A raw connection to the gateway that has sent `bytes`.
-async fn send_raw(gw: &TestGateway, bytes: &[u8]) -> TcpStream {
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    s
 }
 
 /// Everything the gateway sends until it closes the connection.

@@ -14,7 +14,16 @@ mod routing;
 mod shutdown;
 mod streaming;
 
-use gateway_test_support::FakeUpstream;
+use gateway_test_support::{FakeUpstream, TestGateway};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// A raw connection to the gateway that has sent `bytes`.
+pub(crate) async fn send_raw(gw: &TestGateway, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
 
 /// An `[upstreams.NAME]` table listing the fakes, plus any extra settings.
 pub(crate) fn upstream(name: &str, endpoints: &[&FakeUpstream], extra: &str) -> String {

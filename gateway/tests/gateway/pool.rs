@@ -5,10 +5,9 @@ use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::{route, upstream};
+use crate::{route, send_raw, upstream};
 
 /// The gateway in front of `up` alone, with `extra` settings on its upstream.
 async fn gateway(up: &FakeUpstream, extra: &str) -> TestGateway {
@@ -24,6 +23,14 @@ fn spawn_gets(gw: &TestGateway, path: &str, n: usize) -> Vec<JoinHandle<StatusCo
             tokio::spawn(async move { client.get(&url).await.status })
         })
         .collect()
+}
+
+/// Waits (bounded) until the upstream has no connection open.
+async fn all_closed(up: &FakeUpstream, what: &str) {
+    eventually(what, || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
 }
 
 /// The gateway's view of its one endpoint in `/admin/upstreams`.
@@ -78,10 +85,7 @@ async fn a_response_abandoned_midway_closes_its_connection() {
     within("first chunk", body.frame()).await.unwrap().unwrap();
     drop(body);
     up.hold().release(1);
-    eventually("the abandoned upstream connection to close", || async {
-        (up.open_connections() == 0).then_some(())
-    })
-    .await;
+    all_closed(&up, "the abandoned upstream connection to close").await;
 
     // The next request must not read the rest of the old response.
     let r = client.get(&gw.url("/echo")).await;
@@ -99,27 +103,16 @@ async fn a_client_that_hangs_up_abandons_its_exchange() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up, "").await;
 
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /hold HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    let s = send_raw(&gw, b"GET /hold HTTP/1.1\r\nHost: test\r\n\r\n").await;
     up.hold().arrived().await;
     drop(s);
-    eventually(
-        "the HTTP/1.1 exchange's upstream connection to close",
-        || async { (up.open_connections() == 0).then_some(()) },
-    )
-    .await;
+    all_closed(&up, "the HTTP/1.1 exchange's upstream connection to close").await;
 
     let (h2, url) = (Client::h2c(), gw.url("/hold"));
     let request = tokio::spawn(async move { h2.get(&url).await });
     up.hold().arrived().await;
     request.abort();
-    eventually(
-        "the HTTP/2 exchange's upstream connection to close",
-        || async { (up.open_connections() == 0).then_some(()) },
-    )
-    .await;
+    all_closed(&up, "the HTTP/2 exchange's upstream connection to close").await;
 
     // Neither answer is sent later on another client's connection.
     up.hold().release(2);
@@ -129,6 +122,10 @@ async fn a_client_that_hangs_up_abandons_its_exchange() {
     assert_eq!(up.hits(), 3);
 }
 
+/// A held request with another pipelined behind it.
+const PIPELINED: &[u8] =
+    b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /one HTTP/1.1\r\nHost: t\r\n\r\n";
+
 /// Requests pipelined on one HTTP/1.1 connection are answered one after the other, in
 /// order, however they arrive: in one write, or the next one while the first is at
 /// the upstream (the gateway reads it only once the first is answered).
@@ -137,10 +134,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up, "").await;
 
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /one HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = send_raw(&gw, PIPELINED).await;
     up.hold().arrived().await;
     s.write_all(b"GET /two HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
@@ -163,16 +157,10 @@ async fn a_hang_up_behind_a_pipelined_request_abandons_the_exchange() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up, "").await;
 
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /one HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let s = send_raw(&gw, PIPELINED).await;
     up.hold().arrived().await;
     drop(s);
-    eventually("the upstream connection to close", || async {
-        (up.open_connections() == 0).then_some(())
-    })
-    .await;
+    all_closed(&up, "the upstream connection to close").await;
     up.hold().release(1);
     assert_eq!(up.hits(), 1, "the pipelined request was not sent");
 }
@@ -190,10 +178,7 @@ async fn connections_the_upstream_closes_are_not_reused() {
 
     // Unannounced: the upstream drops an idle keep-alive connection.
     up.close_connections();
-    eventually("the upstream to close its idle connection", || async {
-        (up.open_connections() == 0).then_some(())
-    })
-    .await;
+    all_closed(&up, "the upstream to close its idle connection").await;
     for _ in 0..3 {
         let r = client.get(&gw.url("/echo")).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -209,10 +194,7 @@ async fn idle_connections_close_after_the_idle_timeout() {
 
     assert_eq!(client.get(&gw.url("/echo")).await.status, 200);
     assert_eq!(endpoint_state(&gw).await["idle_connections"], 1);
-    eventually("the gateway to close its idle connection", || async {
-        (up.open_connections() == 0).then_some(())
-    })
-    .await;
+    all_closed(&up, "the gateway to close its idle connection").await;
     assert_eq!(endpoint_state(&gw).await["idle_connections"], 0);
     assert_eq!(client.get(&gw.url("/echo")).await.status, 200);
     assert_eq!(up.connections(), 2);
