@@ -29,7 +29,8 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// can name any header in `Connection`), so every use of a set flag looks it up.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Scan {
-    connection: bool,
+    pub(crate) connection: bool,
+    pub(crate) content_length: bool,
     fixed_hop_by_hop: bool,
     proxy_prefixed: bool,
     pub(crate) expect: bool,
@@ -49,7 +50,10 @@ impl Scan {
             // Names are lowercase; dispatching on the first byte keeps this to about
             // one comparison per name.
             match n.as_bytes().first() {
-                Some(b'c') => s.connection |= n == "connection",
+                Some(b'c') => {
+                    s.connection |= n == "connection";
+                    s.content_length |= n == "content-length";
+                }
                 // Not `trailer`: it names the trailer fields that follow the body, end
                 // to end (RFC 9110 6.6.2), and hyper sends only those it names.
                 Some(b't') => s.fixed_hop_by_hop |= n == "te" || n == "transfer-encoding",
@@ -490,6 +494,8 @@ mod tests {
             "close",
             "x-a",
             "trailer",
+            "content-length",
+            "cache-control",
         ];
         let mut h = HeaderMap::new();
         for _ in 0..rng.random_range(0..12) {
@@ -548,6 +554,10 @@ mod tests {
                 "seed {seed}, trusted {trusted}, headers {original:?}"
             );
             assert_eq!(scan.expect, original.contains_key(header::EXPECT));
+            assert_eq!(
+                scan.content_length,
+                original.contains_key(header::CONTENT_LENGTH)
+            );
         }
     }
 

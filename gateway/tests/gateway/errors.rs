@@ -126,6 +126,28 @@ async fn http11_without_host_is_a_json_400() {
     assert_eq!(up.hits(), 0);
 }
 
+/// Two Host headers: the gateway would route on one while the upstream might read the
+/// other (RFC 9112 3.2 says 400).
+#[tokio::test]
+async fn two_host_headers_are_a_json_400() {
+    let up = FakeUpstream::start("up").await;
+    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
+    let gw = TestGateway::start(&config).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"GET /x HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    within("raw response", s.read_to_string(&mut out))
+        .await
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("more than one Host header"), "{out}");
+    assert_eq!(up.hits(), 0);
+}
+
 #[tokio::test]
 async fn dot_segments_and_connect_are_refused_with_400() {
     let up = FakeUpstream::start("up").await;

@@ -71,6 +71,28 @@ async fn hop_by_hop_headers_are_removed_including_those_named_by_connection() {
     assert_eq!(r.header("x-kept"), "yes");
 }
 
+/// The upstream gets exactly one Host: the client's, even when its `Connection`
+/// header names `Host` (hop-by-hop removal takes it, the gateway puts it back).
+#[tokio::test]
+async fn the_upstream_gets_the_clients_host_once() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway("", &up).await;
+    for extra in [&[][..], &[("connection", "host")][..]] {
+        let mut headers = vec![("host", "shop.example")];
+        headers.extend_from_slice(extra);
+        let r = Client::default()
+            .request(Method::GET, &gw.url("/echo"), &headers, "")
+            .await;
+        assert_eq!(r.status, 200, "{extra:?}");
+        let h = &r.json()["headers"];
+        assert_eq!(
+            h["host"],
+            serde_json::json!(["shop.example"]),
+            "{extra:?}: {h}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn forwarding_headers_are_replaced_for_untrusted_peers() {
     let up = FakeUpstream::start("up").await;
