@@ -85,31 +85,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// [`remove_hop_by_hop`] with the names already scanned.
 pub fn remove_hop_by_hop_scanned(headers: &mut HeaderMap, scan: &Scan) {
     if scan.connection {
-        let mut named: Vec<HeaderName> = Vec::new();
-        for value in headers.get_all(header::CONNECTION) {
-            let bytes = value.as_bytes();
-            // The common values name nothing to remove: no split, no allocation.
-            if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
-                continue;
-            }
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',').map(str::trim) {
-                // Tokens that are removed anyway, or are not headers, cost nothing.
-                if token.is_empty()
-                    || token.eq_ignore_ascii_case("close")
-                    || token.eq_ignore_ascii_case("keep-alive")
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
-                }
-            }
-        }
-        headers.remove(header::CONNECTION);
-        for name in named {
-            headers.remove(name);
-        }
+        remove_connection(headers);
     }
     if scan.fixed_hop_by_hop {
         for name in [header::TE, header::TRANSFER_ENCODING, header::UPGRADE] {
@@ -127,6 +103,38 @@ pub fn remove_hop_by_hop_scanned(headers: &mut HeaderMap, scan: &Scan) {
         for name in names {
             headers.remove(name);
         }
+    }
+}
+
+/// Removes `Connection` and the headers it names; one lookup reads and removes it.
+fn remove_connection(headers: &mut HeaderMap) {
+    let header::Entry::Occupied(connection) = headers.entry(header::CONNECTION) else {
+        return;
+    };
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in connection.iter() {
+        let bytes = value.as_bytes();
+        // The common values name nothing to remove: no split, no allocation.
+        if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            // Tokens that are removed anyway, or are not headers, cost nothing.
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    drop(connection.remove_entry_mult());
+    for name in named {
+        headers.remove(name);
     }
 }
 
