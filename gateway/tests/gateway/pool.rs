@@ -1,6 +1,8 @@
 //! The per-endpoint connection pool: what goes back to it, what never does, and when
 //! idle connections close.
 
+use std::time::Duration;
+
 use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -163,6 +165,53 @@ async fn a_hang_up_behind_a_pipelined_request_abandons_the_exchange() {
     all_closed(&up, "the upstream connection to close").await;
     up.hold().release(1);
     assert_eq!(up.hits(), 1, "the pipelined request was not sent");
+}
+
+/// A hang-up is noticed while a pipelined request waits, also when the gateway's read
+/// of that request happened to fill its read buffer exactly (hyper 1.12 reads it into
+/// what is left of a 16 KiB buffer after the first request; the unit test
+/// `a_hang_up_after_a_read_that_filled_the_buffer_is_noticed` does not depend on that).
+#[tokio::test]
+async fn a_hang_up_after_a_request_that_filled_the_read_buffer_is_noticed() {
+    const FIRST: &[u8] = b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n";
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up, "").await;
+
+    let mut s = send_raw(&gw, FIRST).await;
+    up.hold().arrived().await;
+    // The next request (padded with a header to fill the buffer), sent while the first
+    // is at the upstream: the gateway's peek sees it waiting.
+    let size = 16 * 1024 - FIRST.len();
+    let head = "GET /hold HTTP/1.1\r\nHost: t\r\nX-Pad: ";
+    let second = format!("{head}{}\r\n\r\n", "p".repeat(size - head.len() - 4));
+    s.write_all(second.as_bytes()).await.unwrap();
+    // Time for the peek (nothing outside the gateway shows it); a late one only makes
+    // this test weaker, never wrong.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    up.hold().release(1);
+    up.hold().arrived().await;
+    let mut buf = vec![0u8; 4096];
+    within("the first response", s.read(&mut buf))
+        .await
+        .unwrap();
+    drop(s);
+    all_closed(&up, "the upstream connection to close").await;
+    up.hold().release(1);
+}
+
+/// A client that half-closes while a large response is stalled on its unread socket
+/// abandons the exchange.
+#[tokio::test]
+async fn a_half_close_while_the_response_is_stalled_abandons_the_exchange() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up, "").await;
+
+    let mut s = send_raw(&gw, b"GET /stream/100000000 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    // Time for the gateway to fill the socket buffers and block on its writes (nothing
+    // outside it shows when); a shorter wait only makes this test weaker, never wrong.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.shutdown().await.unwrap();
+    all_closed(&up, "the upstream connection to close").await;
 }
 
 #[tokio::test]
