@@ -288,7 +288,7 @@ impl PoolInner {
                 let woke = {
                     let ready = async {
                         match pending.as_mut() {
-                            Some(sender) => sender.ready().await.is_ok(),
+                            Some(idle) => idle.sender.ready().await.is_ok(),
                             None => std::future::pending().await,
                         }
                     };
@@ -298,18 +298,22 @@ impl PoolInner {
                         ok = ready => Woke::Ready(ok),
                     }
                 };
+                // A pending connection not taken goes back without a notification:
+                // it is no news to the other waiters, and a waiter that woke on its own
+                // notification would spin here without yielding (a returned connection
+                // still uploading after an early answer, say, never becomes ready).
                 match (woke, pending) {
-                    (Woke::Ready(true), Some(sender)) => return Got::Idle(sender),
+                    (Woke::Ready(true), Some(idle)) => return Got::Idle(idle.sender),
                     // Closed meanwhile: dropped.
                     (Woke::Ready(_), _) => {}
                     (Woke::Returned, pending) => {
-                        if let Some(sender) = pending {
-                            self.put(sender);
+                        if let Some(idle) = pending {
+                            self.restore(idle);
                         }
                     }
                     (Woke::Slot(slot), pending) => {
-                        if let Some(sender) = pending {
-                            self.put(sender);
+                        if let Some(idle) = pending {
+                            self.restore(idle);
                         }
                         return Got::Slot(slot);
                     }
@@ -330,10 +334,20 @@ impl PoolInner {
 
     /// The most recently returned connection that is not closed (after `checkout`
     /// found none ready: one still finishing its last exchange).
-    fn take_pending(&self) -> Option<SendRequest<LimitedBody>> {
+    fn take_pending(&self) -> Option<Idle> {
         let mut idle = self.lock();
         let i = idle.iter().rposition(|c| !c.sender.is_closed())?;
-        Some(idle.remove(i).sender)
+        Some(idle.remove(i))
+    }
+
+    /// Puts back a connection `take_pending` took, as it was, telling no one.
+    fn restore(&self, conn: Idle) {
+        let mut idle = self.lock();
+        if idle.len() < self.settings.max_idle_per_endpoint {
+            // Newer ones may have come back meanwhile: keep the list oldest first.
+            let at = idle.partition_point(|c| c.since <= conn.since);
+            idle.insert(at, conn);
+        }
     }
 
     fn connect_error(&self, source: io::Error) -> ClientError {

@@ -5,6 +5,7 @@
 //! - `.../hold`: reports arrival on [`Hold::arrived`], answers after [`Hold::release`].
 //! - `.../stream/N`: answers N bytes in 64 KiB chunks.
 //! - `.../stream-gated`: sends 64 KiB, waits for a release, then 64 KiB more.
+//! - `.../early`: answers 200 at once, then reads the request body to its end.
 //! - `.../upload`: counts body bytes as they arrive (see [`FakeUpstream::uploaded`]).
 //! - `.../hop`: answers with hop-by-hop headers the gateway must remove.
 //! - `.../status/NNN`: answers with that status.
@@ -187,6 +188,14 @@ async fn handle(s: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let mut response = if path.ends_with("/hold") {
         s.hold.wait().await;
         Response::new(full("released"))
+    } else if path.ends_with("/early") {
+        // Answers at once and reads the body to its end afterwards, as an upstream
+        // that rejects or accepts a request before its upload is over.
+        let body = req.into_body();
+        tokio::spawn(async move {
+            let _ = body.collect().await;
+        });
+        Response::new(full("early"))
     } else if let Some(n) = path
         .rsplit_once("/stream/")
         .and_then(|(_, n)| n.parse::<usize>().ok())

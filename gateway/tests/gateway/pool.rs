@@ -7,6 +7,7 @@ use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::{route, send_raw, upstream};
@@ -328,6 +329,114 @@ async fn a_connection_still_uploading_after_an_early_answer_carries_no_other_req
     assert_eq!(r.json()["path"], "/echo");
 }
 
+/// Requests waiting for a connection while the pool holds only ones still uploading
+/// after an early answer, and no new connection can open, wait quietly and fail with
+/// 502 at the connect timeout. The pool once handed such a connection back with a
+/// wake-up that the next waiter (or the same one) took at once, round and round: a
+/// worker busy at 100 % for as long as requests waited (2.2 s of CPU in 3 s here),
+/// and under load (32 uploads of 1 MiB to an upstream that answers early) requests
+/// stuck for seconds. The test runs the gateway on its own named threads and measures their CPU
+/// time while the requests wait.
+#[cfg(target_os = "linux")]
+#[test]
+fn waiters_do_not_spin_on_a_connection_still_uploading() {
+    const THREADS: &str = "spin-check";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let up = FakeUpstream::start("up").await;
+        let (addr, listener) = listener_with_a_short_queue();
+        // The endpoint: a relay to the fake upstream that accepts two connections only.
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let upstream_addr = up.addr;
+        tokio::spawn(async move {
+            let mut relays = Vec::new();
+            for _ in 0..2 {
+                let (mut client, _) = listener.accept().await.unwrap();
+                relays.push(tokio::spawn(async move {
+                    let mut server = TcpStream::connect(upstream_addr).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }));
+            }
+            let _keep_listening = listener;
+            for r in relays {
+                let _ = r.await;
+            }
+        });
+        let config = format!(
+            "[upstreams.up]\nendpoints = [\"{addr}\"]\nconnect_timeout = \"1s\"\nconnect_concurrency = 1\n\n{}",
+            route("all", "/", "up", ""),
+        );
+        let gw = TestGateway::start(&config).await;
+
+        // Two uploads the upstream answers before they are over; they go on (their
+        // clients keep their connections open), and their upstream connections go
+        // back to the pool not ready for another request.
+        let mut uploads = Vec::new();
+        for _ in 0..2 {
+            let mut upload = send_raw(
+                &gw,
+                b"POST /early HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\npart one\r\n",
+            )
+            .await;
+            let mut head = [0u8; 12];
+            within("early answer", upload.read_exact(&mut head))
+                .await
+                .unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200");
+            uploads.push(upload);
+        }
+        // From now on connects to the endpoint hang.
+        let _queued = fill_accept_queue(addr);
+
+        let (cpu_before, started) = (cpu_of_threads(THREADS), std::time::Instant::now());
+        for w in spawn_gets(&gw, "/x", 3) {
+            assert_eq!(within("a 502", w).await.unwrap(), StatusCode::BAD_GATEWAY);
+        }
+        let (cpu, waited) = (cpu_of_threads(THREADS) - cpu_before, started.elapsed());
+        assert!(
+            waited >= Duration::from_millis(900),
+            "the requests did wait for the connect timeout: {waited:?}"
+        );
+        assert!(
+            cpu < waited / 4,
+            "the gateway's threads were busy while requests waited: {cpu:?} of CPU in {waited:?}"
+        );
+        drop(uploads);
+    });
+}
+
+/// CPU time (user + system) used so far by this process's threads named `name`.
+#[cfg(target_os = "linux")]
+fn cpu_of_threads(name: &str) -> Duration {
+    // Clock ticks of 10 ms: USER_HZ is 100 on Linux.
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(name) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised command name: utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .collect();
+        for i in [11, 12] {
+            ticks += fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_millis(ticks * 10)
+}
+
 #[tokio::test]
 async fn a_named_endpoint_is_resolved_and_fails_cleanly_when_its_addresses_refuse() {
     // Names take the resolver path (IP literals skip it); every address refusing
@@ -356,16 +465,22 @@ async fn a_named_endpoint_is_resolved_and_fails_cleanly_when_its_addresses_refus
     assert_eq!(r.header("x-gateway-error"), "connect_failed");
 }
 
-/// A listening socket that never accepts, its accept queue filled: connects to it
-/// hang (the kernel drops the SYNs) instead of failing, like a host gone dark. Keep
-/// the returned sockets alive for as long as it must stay that way.
-fn unresponsive_endpoint() -> (std::net::SocketAddr, impl Sized) {
+/// A listening socket on 127.0.0.1 with the shortest accept queue the kernel allows.
+fn listener_with_a_short_queue() -> (std::net::SocketAddr, std::net::TcpListener) {
     use socket2::{Domain, Socket, Type};
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     listener.bind(&any.into()).unwrap();
     listener.listen(0).unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    (addr, listener.into())
+}
+
+/// Connects to `addr`, which accepts nothing more, until its accept queue is full and
+/// connects hang (the kernel drops the SYNs), like a host gone dark. Keep the returned
+/// sockets alive for as long as it must stay that way.
+fn fill_accept_queue(addr: std::net::SocketAddr) -> Vec<std::net::TcpStream> {
     let mut queued = Vec::new();
     let hangs = loop {
         let wait = std::time::Duration::from_millis(200);
@@ -376,7 +491,14 @@ fn unresponsive_endpoint() -> (std::net::SocketAddr, impl Sized) {
         }
     };
     assert!(hangs, "could not fill the accept queue of {addr}");
-    (addr, (listener, queued))
+    queued
+}
+
+/// A listening socket that never accepts, its accept queue filled: connects to it
+/// hang. Keep the returned sockets alive for as long as it must stay that way.
+fn unresponsive_endpoint() -> (std::net::SocketAddr, impl Sized) {
+    let (addr, listener) = listener_with_a_short_queue();
+    (addr, (listener, fill_accept_queue(addr)))
 }
 
 #[tokio::test]
