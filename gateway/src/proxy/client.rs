@@ -274,17 +274,24 @@ impl PoolInner {
     /// first; `true` with a reused one. Waiting is bounded by the connect timeout.
     async fn acquire(self: &Arc<Self>) -> Result<(SendRequest<LimitedBody>, bool), ClientError> {
         let wait = async {
+            // A connection still finishing its exchange that this waiter watched and put
+            // back unwatched; handed on to another waiter when this one leaves.
+            let mut unwatched = false;
             loop {
                 // Registered before the pool is checked, so a return in between wakes it.
                 let returned = self.returned.notified();
                 tokio::pin!(returned);
                 returned.as_mut().enable();
                 if let Some(sender) = self.checkout() {
+                    if unwatched {
+                        self.returned.notify_one();
+                    }
                     return Got::Idle(sender);
                 }
                 // A returned connection still finishing its last exchange announces
                 // nothing when it is done, so it is waited on along with the rest.
                 let mut pending = self.take_pending();
+                unwatched = false;
                 let woke = {
                     let ready = async {
                         match pending.as_mut() {
@@ -298,10 +305,10 @@ impl PoolInner {
                         ok = ready => Woke::Ready(ok),
                     }
                 };
-                // A pending connection not taken goes back without a notification:
-                // it is no news to the other waiters, and a waiter that woke on its own
-                // notification would spin here without yielding (a returned connection
-                // still uploading after an early answer, say, never becomes ready).
+                // A pending connection not taken goes back quietly while this waiter
+                // stays: a waiter that woke on its own notification would take it again
+                // and again, never yielding (one still uploading after an early answer
+                // may not be ready for long). Whoever leaves hands it on.
                 match (woke, pending) {
                     (Woke::Ready(true), Some(idle)) => return Got::Idle(idle.sender),
                     // Closed meanwhile: dropped.
@@ -309,11 +316,13 @@ impl PoolInner {
                     (Woke::Returned, pending) => {
                         if let Some(idle) = pending {
                             self.restore(idle);
+                            unwatched = true;
                         }
                     }
                     (Woke::Slot(slot), pending) => {
                         if let Some(idle) = pending {
                             self.restore(idle);
+                            self.returned.notify_one();
                         }
                         return Got::Slot(slot);
                     }

@@ -349,47 +349,12 @@ fn waiters_do_not_spin_on_a_connection_still_uploading() {
         .unwrap();
     runtime.block_on(async {
         let up = FakeUpstream::start("up").await;
-        let (addr, listener) = listener_with_a_short_queue();
-        // The endpoint: a relay to the fake upstream that accepts two connections only.
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        let upstream_addr = up.addr;
-        tokio::spawn(async move {
-            let mut relays = Vec::new();
-            for _ in 0..2 {
-                let (mut client, _) = listener.accept().await.unwrap();
-                relays.push(tokio::spawn(async move {
-                    let mut server = TcpStream::connect(upstream_addr).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }));
-            }
-            let _keep_listening = listener;
-            for r in relays {
-                let _ = r.await;
-            }
-        });
-        let config = format!(
-            "[upstreams.up]\nendpoints = [\"{addr}\"]\nconnect_timeout = \"1s\"\nconnect_concurrency = 1\n\n{}",
-            route("all", "/", "up", ""),
-        );
-        let gw = TestGateway::start(&config).await;
+        let (gw, addr) = gateway_behind_a_relay(&up, 2, "1s").await;
 
         // Two uploads the upstream answers before they are over; they go on (their
         // clients keep their connections open), and their upstream connections go
         // back to the pool not ready for another request.
-        let mut uploads = Vec::new();
-        for _ in 0..2 {
-            let mut upload = send_raw(
-                &gw,
-                b"POST /early HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\npart one\r\n",
-            )
-            .await;
-            let mut head = [0u8; 12];
-            within("early answer", upload.read_exact(&mut head))
-                .await
-                .unwrap();
-            assert_eq!(&head, b"HTTP/1.1 200");
-            uploads.push(upload);
-        }
+        let uploads = vec![start_early_upload(&gw).await, start_early_upload(&gw).await];
         // From now on connects to the endpoint hang.
         let _queued = fill_accept_queue(addr);
 
@@ -408,6 +373,86 @@ fn waiters_do_not_spin_on_a_connection_still_uploading() {
         );
         drop(uploads);
     });
+}
+
+/// Requests waiting for a connection watch the one still uploading: once its upload
+/// ends one of them gets it, long before the connect timeout that a new connection
+/// (its connect hanging here) runs into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_gets_the_connection_whose_upload_ends() {
+    let up = FakeUpstream::start("up").await;
+    let (gw, addr) = gateway_behind_a_relay(&up, 1, "8s").await;
+    let mut upload = start_early_upload(&gw).await;
+    let _queued = fill_accept_queue(addr);
+
+    // Two requests wait: one takes the connect slot (its connect hangs), the other
+    // the connection still uploading.
+    let mut waiting = spawn_gets(&gw, "/echo", 2);
+    eventually("both requests to reach the pool", || async {
+        let state = endpoint_state(&gw).await;
+        (state["idle_connections"] == 0).then_some(())
+    })
+    .await;
+    upload.write_all(b"0\r\n\r\n").await.unwrap();
+    let (a, b) = (waiting.remove(0), waiting.remove(0));
+    let first = within("a request served by the uploaded connection", async {
+        tokio::select! {
+            r = a => r,
+            r = b => r,
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, StatusCode::OK);
+}
+
+/// The gateway, with `connect_concurrency = 1` and `connect_timeout`, in front of a
+/// relay to `up` that accepts `n` connections and then no more: once
+/// [`fill_accept_queue`] has run on the returned address, connects to it hang.
+async fn gateway_behind_a_relay(
+    up: &FakeUpstream,
+    n: usize,
+    connect_timeout: &str,
+) -> (TestGateway, std::net::SocketAddr) {
+    let (addr, listener) = listener_with_a_short_queue();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let upstream_addr = up.addr;
+    tokio::spawn(async move {
+        let mut relays = Vec::new();
+        for _ in 0..n {
+            let (mut client, _) = listener.accept().await.unwrap();
+            relays.push(tokio::spawn(async move {
+                let mut server = TcpStream::connect(upstream_addr).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }));
+        }
+        let _keep_listening = listener;
+        for r in relays {
+            let _ = r.await;
+        }
+    });
+    let config = format!(
+        "[upstreams.up]\nendpoints = [\"{addr}\"]\nconnect_timeout = \"{connect_timeout}\"\nconnect_concurrency = 1\n\n{}",
+        route("all", "/", "up", ""),
+    );
+    (TestGateway::start(&config).await, addr)
+}
+
+/// A chunked upload to `/early`, answered before it is over; the returned client
+/// socket keeps it going (its upstream connection goes back to the pool not ready for
+/// another request) until it sends the last chunk or closes.
+async fn start_early_upload(gw: &TestGateway) -> TcpStream {
+    let mut upload = send_raw(
+        gw,
+        b"POST /early HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\npart one\r\n",
+    )
+    .await;
+    let mut head = [0u8; 12];
+    within("early answer", upload.read_exact(&mut head))
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    upload
 }
 
 /// CPU time (user + system) used so far by this process's threads named `name`.
