@@ -91,6 +91,26 @@ struct Idle {
     since: Instant,
 }
 
+/// A connection a waiting request took out of the pool to watch (it was still
+/// finishing its last exchange). However the request stops waiting without it (with
+/// another connection, a connect slot, at the connect timeout, or dropped with its
+/// client), it goes back to the pool as it was, and one other waiter is woken to
+/// watch it. Only a waiter that leaves wakes another: one that woke itself with the
+/// connection it put back would spin.
+struct Watched<'a> {
+    pool: &'a PoolInner,
+    idle: Option<Idle>,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        if let Some(idle) = self.idle.take() {
+            self.pool.restore(idle);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
 impl EndpointPool {
     /// An empty pool for `authority`; connections open on demand.
     pub fn new(authority: Authority, settings: ConnectionConfig) -> Self {
@@ -274,27 +294,27 @@ impl PoolInner {
     /// first; `true` with a reused one. Waiting is bounded by the connect timeout.
     async fn acquire(self: &Arc<Self>) -> Result<(SendRequest<LimitedBody>, bool), ClientError> {
         let wait = async {
-            // A connection still finishing its exchange that this waiter watched and put
-            // back unwatched; handed on to another waiter when this one leaves.
-            let mut unwatched = false;
+            // A returned connection still finishing its last exchange announces nothing
+            // when it is done, so a waiter takes one out and watches it along with the
+            // rest, across wake-ups, until it leaves: then it goes back (see `Watched`).
+            let mut watched = Watched {
+                pool: self,
+                idle: None,
+            };
             loop {
                 // Registered before the pool is checked, so a return in between wakes it.
                 let returned = self.returned.notified();
                 tokio::pin!(returned);
                 returned.as_mut().enable();
                 if let Some(sender) = self.checkout() {
-                    if unwatched {
-                        self.returned.notify_one();
-                    }
                     return Got::Idle(sender);
                 }
-                // A returned connection still finishing its last exchange announces
-                // nothing when it is done, so it is waited on along with the rest.
-                let mut pending = self.take_pending();
-                unwatched = false;
+                if watched.idle.is_none() {
+                    watched.idle = self.take_pending();
+                }
                 let woke = {
                     let ready = async {
-                        match pending.as_mut() {
+                        match watched.idle.as_mut() {
                             Some(idle) => idle.sender.ready().await.is_ok(),
                             None => std::future::pending().await,
                         }
@@ -305,27 +325,17 @@ impl PoolInner {
                         ok = ready => Woke::Ready(ok),
                     }
                 };
-                // A pending connection not taken goes back quietly while this waiter
-                // stays: a waiter that woke on its own notification would take it again
-                // and again, never yielding (one still uploading after an early answer
-                // may not be ready for long). Whoever leaves hands it on.
-                match (woke, pending) {
-                    (Woke::Ready(true), Some(idle)) => return Got::Idle(idle.sender),
+                match woke {
+                    Woke::Ready(true) => {
+                        if let Some(idle) = watched.idle.take() {
+                            return Got::Idle(idle.sender);
+                        }
+                    }
                     // Closed meanwhile: dropped.
-                    (Woke::Ready(_), _) => {}
-                    (Woke::Returned, pending) => {
-                        if let Some(idle) = pending {
-                            self.restore(idle);
-                            unwatched = true;
-                        }
-                    }
-                    (Woke::Slot(slot), pending) => {
-                        if let Some(idle) = pending {
-                            self.restore(idle);
-                            self.returned.notify_one();
-                        }
-                        return Got::Slot(slot);
-                    }
+                    Woke::Ready(false) => watched.idle = None,
+                    // Another connection came back: look again, still watching this one.
+                    Woke::Returned => {}
+                    Woke::Slot(slot) => return Got::Slot(slot),
                 }
             }
         };

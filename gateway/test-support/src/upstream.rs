@@ -6,6 +6,7 @@
 //! - `.../stream/N`: answers N bytes in 64 KiB chunks.
 //! - `.../stream-gated`: sends 64 KiB, waits for a release, then 64 KiB more.
 //! - `.../early`: answers 200 at once, then reads the request body to its end.
+//! - `.../early-hold`: like `early`, once released as `hold` is.
 //! - `.../upload`: counts body bytes as they arrive (see [`FakeUpstream::uploaded`]).
 //! - `.../hop`: answers with hop-by-hop headers the gateway must remove.
 //! - `.../status/NNN`: answers with that status.
@@ -185,7 +186,15 @@ fn full(b: impl Into<Bytes>) -> Body {
 async fn handle(s: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     s.hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_owned();
-    let mut response = if path.ends_with("/hold") {
+    let mut response = if path.ends_with("/early-hold") {
+        // Held, then answered before the upload is over; the body is read afterwards.
+        let body = req.into_body();
+        tokio::spawn(async move {
+            let _ = body.collect().await;
+        });
+        s.hold.wait().await;
+        Response::new(full("early"))
+    } else if path.ends_with("/hold") {
         s.hold.wait().await;
         Response::new(full("released"))
     } else if path.ends_with("/early") {
