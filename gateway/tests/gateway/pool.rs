@@ -381,9 +381,7 @@ fn waiters_do_not_spin_on_a_connection_still_uploading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_request_gets_the_connection_whose_upload_ends() {
     let up = FakeUpstream::start("up").await;
-    let (gw, addr) = gateway_behind_a_relay(&up, 1, "8s").await;
-    let mut upload = start_early_upload(&gw).await;
-    let _queued = fill_accept_queue(addr);
+    let (gw, mut upload, _queued) = one_upload_then_dark(&up).await;
 
     // Two requests wait: one takes the connect slot (its connect hangs), the other
     // the connection still uploading.
@@ -440,6 +438,34 @@ async fn a_connection_still_uploading_stays_watched_when_another_comes_back() {
     drop(upload2);
 }
 
+/// A request that stops waiting (its client hangs up) while it watches a connection
+/// still uploading puts that connection back, and another waiting request takes it
+/// over: it gets it once the upload ends. The waits only order the requests (nothing
+/// outside the gateway shows that one has reached the pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiter_hands_on_the_connection_it_watched() {
+    let up = FakeUpstream::start("up").await;
+    let (gw, mut upload, _queued) = one_upload_then_dark(&up).await;
+
+    // One request takes the connect slot (its connect hangs), the next watches the
+    // connection still uploading (from a raw socket, to hang up), a third waits.
+    let slot_holder = spawn_gets(&gw, "/echo", 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let watcher = send_raw(&gw, b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    eventually("a request to watch the connection", || async {
+        (endpoint_state(&gw).await["idle_connections"] == 0).then_some(())
+    })
+    .await;
+    let other = spawn_gets(&gw, "/echo", 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(watcher);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    upload.write_all(b"0\r\n\r\n").await.unwrap();
+    assert_eq!(first_of(other).await, StatusCode::OK);
+    assert_eq!(up.connections(), 1, "the connection was kept, not reopened");
+    drop(slot_holder);
+}
+
 /// The status of the first of `requests` to finish, within 3 s (well before the
 /// connect timeout the others run into).
 async fn first_of(requests: Vec<JoinHandle<StatusCode>>) -> StatusCode {
@@ -488,6 +514,18 @@ async fn gateway_behind_a_relay(
         route("all", "/", "up", ""),
     );
     (TestGateway::start(&config).await, addr)
+}
+
+/// The gateway behind a relay (connect timeout 8 s) whose one connection carries an
+/// upload answered early and still going (the returned client socket); connects to
+/// the relay hang from then on, while the returned sockets live.
+async fn one_upload_then_dark(
+    up: &FakeUpstream,
+) -> (TestGateway, TcpStream, Vec<std::net::TcpStream>) {
+    let (gw, addr) = gateway_behind_a_relay(up, 1, "8s").await;
+    let upload = start_early_upload(&gw).await;
+    let queued = fill_accept_queue(addr);
+    (gw, upload, queued)
 }
 
 /// A chunked upload to `/early`, answered before it is over; the returned client
