@@ -455,11 +455,10 @@ fn classify(e: ClientError) -> ProxyError {
     ProxyError::UpstreamFailed(e)
 }
 
-/// The Host to forward: the header, or an HTTP/2 request's `:authority`. HTTP/1.1
-/// without one is malformed (RFC 9112 3.2).
-/// The host the client asked for, and whether it came as a `Host` header (so it is
-/// already among the headers forwarded). More than one `Host` is refused (RFC 9112
-/// 3.2): the gateway would route on one and the upstream might read the other.
+/// The host the client asked for: the `Host` header, or an HTTP/2 request's
+/// `:authority`; and whether it came as a header (so it is already among the headers
+/// forwarded). HTTP/1.1 without one is malformed, and more than one is refused (RFC
+/// 9112 3.2): the gateway would route on one and the upstream might read the other.
 fn host_header(req: &Request<Incoming>) -> Result<(Option<HeaderValue>, bool), ProxyError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     if let Some(h) = hosts.next() {

@@ -233,6 +233,22 @@ impl<T: Peek> WatchedIo<T> {
     }
 }
 
+impl<T: Peek> WatchedIo<T> {
+    /// Tells the clock whether the write got through; one that would block is also a
+    /// moment to look for a hang-up, since hyper does not get to its flush then.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.clock.wrote(written.is_pending());
+        if written.is_pending() {
+            self.check_hang_up(cx)?;
+        }
+        written
+    }
+}
+
 impl<T: AsyncWrite + Peek + Unpin> AsyncWrite for WatchedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -240,11 +256,7 @@ impl<T: AsyncWrite + Peek + Unpin> AsyncWrite for WatchedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.clock.wrote(written.is_pending());
-        if written.is_pending() {
-            self.check_hang_up(cx)?;
-        }
-        written
+        self.after_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -253,11 +265,7 @@ impl<T: AsyncWrite + Peek + Unpin> AsyncWrite for WatchedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.clock.wrote(written.is_pending());
-        if written.is_pending() {
-            self.check_hang_up(cx)?;
-        }
-        written
+        self.after_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -6,7 +6,7 @@ use gateway_test_support::{within, Client, FakeUpstream, TestGateway, TestRespon
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{route, upstream};
+use crate::{route, send_raw, upstream};
 
 fn assert_gateway_error(r: &TestResponse, status: u16, kind: &str) {
     assert_eq!(
@@ -109,43 +109,38 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test]
 async fn http11_without_host_is_a_json_400() {
+    let (out, hits) = raw_answer(b"GET /x HTTP/1.1\r\nconnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("x-gateway-error: bad_request"), "{out}");
+    assert!(out.contains("\"error\":\"bad_request\""), "{out}");
+    assert_eq!(hits, 0);
+}
+
+/// What a gateway in front of one upstream answers to `request`, sent as raw bytes (it
+/// must ask the gateway to close), and how many requests reached the upstream.
+async fn raw_answer(request: &[u8]) -> (String, usize) {
     let up = FakeUpstream::start("up").await;
     let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
     let gw = TestGateway::start(&config).await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /x HTTP/1.1\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = send_raw(&gw, request).await;
     let mut out = String::new();
     within("raw response", s.read_to_string(&mut out))
         .await
         .unwrap();
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    assert!(out.contains("x-gateway-error: bad_request"), "{out}");
-    assert!(out.contains("\"error\":\"bad_request\""), "{out}");
-    assert_eq!(up.hits(), 0);
+    (out, up.hits())
 }
 
 /// Two Host headers: the gateway would route on one while the upstream might read the
 /// other (RFC 9112 3.2 says 400).
 #[tokio::test]
 async fn two_host_headers_are_a_json_400() {
-    let up = FakeUpstream::start("up").await;
-    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
-    let gw = TestGateway::start(&config).await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(
+    let (out, hits) = raw_answer(
         b"GET /x HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nconnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    within("raw response", s.read_to_string(&mut out))
-        .await
-        .unwrap();
+    .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("more than one Host header"), "{out}");
-    assert_eq!(up.hits(), 0);
+    assert_eq!(hits, 0);
 }
 
 #[tokio::test]

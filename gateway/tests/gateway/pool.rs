@@ -416,13 +416,9 @@ async fn a_connection_still_uploading_stays_watched_when_another_comes_back() {
 
     // One request takes the connect slot (its connect hangs), the next watches the
     // first upload's connection, a third waits with nothing to watch.
-    let mut waiting = spawn_gets(&gw, "/echo", 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    waiting.extend(spawn_gets(&gw, "/echo", 1));
-    eventually("a request to watch the first connection", || async {
-        (endpoint_state(&gw).await["idle_connections"] == 0).then_some(())
-    })
-    .await;
+    let (mut waiting, watcher) =
+        slot_taken_then_watched(&gw, async { spawn_gets(&gw, "/echo", 1) }).await;
+    waiting.extend(watcher);
     waiting.extend(spawn_gets(&gw, "/echo", 1));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -449,13 +445,8 @@ async fn a_cancelled_waiter_hands_on_the_connection_it_watched() {
 
     // One request takes the connect slot (its connect hangs), the next watches the
     // connection still uploading (from a raw socket, to hang up), a third waits.
-    let slot_holder = spawn_gets(&gw, "/echo", 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let watcher = send_raw(&gw, b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n").await;
-    eventually("a request to watch the connection", || async {
-        (endpoint_state(&gw).await["idle_connections"] == 0).then_some(())
-    })
-    .await;
+    let watcher = send_raw(&gw, b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (slot_holder, watcher) = slot_taken_then_watched(&gw, watcher).await;
     let other = spawn_gets(&gw, "/echo", 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(watcher);
@@ -464,6 +455,23 @@ async fn a_cancelled_waiter_hands_on_the_connection_it_watched() {
     assert_eq!(first_of(other).await, StatusCode::OK);
     assert_eq!(up.connections(), 1, "the connection was kept, not reopened");
     drop(slot_holder);
+}
+
+/// Starts a request that takes the only connect slot (its connect hangs), then, once
+/// it has had time to, `watch`, a request expected to take the connection still
+/// uploading out of the pool to watch it; returns the first and what `watch` gives.
+async fn slot_taken_then_watched<W: std::future::Future>(
+    gw: &TestGateway,
+    watch: W,
+) -> (Vec<JoinHandle<StatusCode>>, W::Output) {
+    let slot_holder = spawn_gets(gw, "/echo", 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let watcher = watch.await;
+    eventually("a request to watch the connection", || async {
+        (endpoint_state(gw).await["idle_connections"] == 0).then_some(())
+    })
+    .await;
+    (slot_holder, watcher)
 }
 
 /// The status of the first of `requests` to finish, within 3 s (well before the
