@@ -2,15 +2,16 @@
 //!
 //! The balancer has already chosen the endpoint, so the pool needs no key: a request
 //! pops the most recently used idle connection (a `Vec` behind a mutex held for a few
-//! instructions), sends on it, and the connection goes back when the response body
-//! has been read to its end. A body dropped early closes its connection, since HTTP/1.1
-//! cannot abandon a response midway. Connections idle longer than `idle_timeout` are
-//! never reused (the timeout sits below the upstream's own, so the gateway closes
-//! first) and are closed by a reaper task that lives as long as the pool.
-//!
-//! Compared with hyper-util's general-purpose client this drops, per request, two
-//! hashes of the authority, a spawned task that waits for the connection to be ready
-//! again, and an absolute-form URI.
+//! instructions), and the request's own task runs the exchange on it ([`h1`]). The
+//! connection goes back when the response body has been read to its end and the
+//! request body is all sent; a body dropped early closes its connection, since
+//! HTTP/1.1 cannot abandon a response midway. So the pool only ever holds connections
+//! that are ready for a request. Connections idle longer than `idle_timeout` are never
+//! reused (the timeout sits below the upstream's own, so the gateway closes first) and
+//! are closed by a reaper task that lives as long as the pool; one the upstream closed
+//! meanwhile is noticed when it is taken, at no cost while nothing has arrived on it.
+
+mod h1;
 
 use std::future::Future;
 use std::io;
@@ -21,20 +22,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::client::conn::TrySendError;
-use hyper_util::rt::TokioIo;
-use pin_project_lite::pin_project;
+use http::{Method, Request, Response};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
 use super::body::LimitedBody;
 use crate::config::ConnectionConfig;
+use h1::{Conn, HeadError, RequestFraming, Upload};
+pub use h1::{ExchangeError, PooledBody};
 
 /// TCP keepalive probes detect a silently dead upstream host on long idle connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
@@ -53,7 +49,7 @@ pub enum ClientError {
     },
     /// The connection failed while sending the request or reading the response head.
     #[error("the exchange with the upstream failed")]
-    Exchange(#[source] hyper::Error),
+    Exchange(#[source] ExchangeError),
 }
 
 impl ClientError {
@@ -70,7 +66,7 @@ pub struct EndpointPool {
 }
 
 #[derive(Debug)]
-struct PoolInner {
+pub(crate) struct PoolInner {
     authority: Authority,
     /// Parsed once when the endpoint is an IP literal; names are resolved per connect.
     addr: Option<SocketAddr>,
@@ -87,28 +83,8 @@ struct PoolInner {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<LimitedBody>,
+    conn: Conn,
     since: Instant,
-}
-
-/// A connection a waiting request took out of the pool to watch (it was still
-/// finishing its last exchange). However the request stops waiting without it (with
-/// another connection, a connect slot, at the connect timeout, or dropped with its
-/// client), it goes back to the pool as it was, and one other waiter is woken to
-/// watch it. Only a waiter that leaves wakes another: one that woke itself with the
-/// connection it put back would spin.
-struct Watched<'a> {
-    pool: &'a PoolInner,
-    idle: Option<Idle>,
-}
-
-impl Drop for Watched<'_> {
-    fn drop(&mut self) {
-        if let Some(idle) = self.idle.take() {
-            self.pool.restore(idle);
-            self.pool.returned.notify_one();
-        }
-    }
 }
 
 impl EndpointPool {
@@ -145,101 +121,196 @@ impl EndpointPool {
     }
 
     /// Sends one request (origin-form URI, Host set); the future resolves at the
-    /// response head. A request that a reused connection closed under before sending
-    /// any of it is sent again on another connection; nothing else is retried here.
+    /// response head. A request a reused connection's upstream closed under (before
+    /// any of it was sent, or, for a repeatable request that is only a head, before any
+    /// byte of answer) goes again on another connection; nothing else is retried here.
     ///
-    /// With an idle connection at hand the request is handed to it before this
-    /// returns, so the future holds only the response channel, not the request.
-    pub(crate) fn send(
-        &self,
-        req: Request<LimitedBody>,
-    ) -> SendFuture<impl Future<Output = Result<Response<Incoming>, Unsent>> + Send + 'static> {
+    /// With an idle connection at hand the head is encoded before this returns, so
+    /// the future holds the exchange itself and nothing boxed.
+    pub(crate) fn send(&self, req: Request<LimitedBody>) -> SendFuture {
         let pool = self.inner.clone();
+        let (mut parts, body) = req.into_parts();
+        let framing = RequestFraming::choose(&mut parts, &body);
         let state = match pool.checkout() {
-            Some(mut sender) => SendState::Sent {
-                response: sender.try_send_request(req),
-                lease: Some(Lease { sender, pool }),
-            },
+            Some(mut conn) => {
+                let upload = Upload::start(&mut conn, &parts, framing, body);
+                SendState::Fast {
+                    exchange: Exchange::new(conn, upload, parts.method, true, pool),
+                }
+            }
             // Connecting is rare; boxed, its large future stays out of every request's.
             None => SendState::Slow {
-                future: Box::pin(send_slow(pool, req)),
+                future: Box::pin(send_slow(pool, parts, framing, body)),
             },
         };
         SendFuture { state }
     }
 }
 
-/// What `try_send_request` gives back on failure.
-pub(crate) type Unsent = TrySendError<Request<LimitedBody>>;
-
 type SlowFuture = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ClientError>> + Send>>;
 
-pin_project! {
-    /// The response head from [`EndpointPool::send`].
-    pub(crate) struct SendFuture<R> {
-        #[pin]
-        state: SendState<R>,
-    }
+/// The response head from [`EndpointPool::send`].
+pub(crate) struct SendFuture {
+    state: SendState,
 }
 
-pin_project! {
-    #[project = SendStateProj]
-    enum SendState<R> {
-        // Handed to an idle connection; waiting for its answer.
-        Sent { #[pin] response: R, lease: Option<Lease> },
-        // Connecting, or retrying after an idle connection closed under the request.
-        Slow { future: SlowFuture },
-    }
+// The fast variant is the exchange itself, in place: boxing it would cost every
+// request an allocation.
+#[allow(clippy::large_enum_variant)]
+enum SendState {
+    // On an idle connection.
+    Fast { exchange: Exchange },
+    // Connecting, or trying again after a reused connection closed under the request.
+    Slow { future: SlowFuture },
 }
 
-impl<R> Future for SendFuture<R>
-where
-    R: Future<Output = Result<Response<Incoming>, Unsent>>,
-{
+impl Future for SendFuture {
     type Output = Result<Response<PooledBody>, ClientError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            let retry = match state.as_mut().project() {
-                SendStateProj::Slow { future } => return future.as_mut().poll(cx),
-                SendStateProj::Sent { response, lease } => match ready!(response.poll(cx)) {
-                    Ok(response) => {
-                        return Poll::Ready(Ok(PooledBody::wrap(response, lease.take())))
-                    }
-                    Err(mut e) => match (e.take_message(), lease.take()) {
-                        // The idle connection closed before the request was written.
-                        (Some(unsent), Some(lease)) => send_slow(lease.pool, unsent),
-                        _ => return Poll::Ready(Err(ClientError::Exchange(e.into_error()))),
-                    },
-                },
-            };
-            state.set(SendState::Slow {
-                future: Box::pin(retry),
-            });
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let state = &mut self.state;
+        let retry = match state {
+            SendState::Slow { future } => return future.as_mut().poll(cx),
+            SendState::Fast { exchange } => match ready!(Pin::new(&mut *exchange).poll(cx)) {
+                Ok(response) => return Poll::Ready(Ok(response)),
+                Err(Failed::Error(e)) => return Poll::Ready(Err(e)),
+                Err(Failed::Retry(upload, method)) => (upload, method, exchange.pool.clone()),
+            },
+        };
+        let (upload, method, pool) = retry;
+        let mut future: SlowFuture = Box::pin(async move {
+            let (conn, reused) = pool.acquire().await?;
+            run(pool, conn, reused, *upload, method).await
+        });
+        let polled = future.as_mut().poll(cx);
+        *state = SendState::Slow { future };
+        polled
+    }
+}
+
+/// The general path: an idle connection or a new one, whichever comes first.
+async fn send_slow(
+    pool: Arc<PoolInner>,
+    parts: http::request::Parts,
+    framing: RequestFraming,
+    body: LimitedBody,
+) -> Result<Response<PooledBody>, ClientError> {
+    let (mut conn, reused) = pool.acquire().await?;
+    let upload = Upload::start(&mut conn, &parts, framing, body);
+    run(pool, conn, reused, upload, parts.method).await
+}
+
+/// Runs the exchange, on further connections while a reused one fails it in a way
+/// that allows another attempt.
+async fn run(
+    pool: Arc<PoolInner>,
+    mut conn: Conn,
+    mut reused: bool,
+    mut upload: Upload,
+    mut method: Method,
+) -> Result<Response<PooledBody>, ClientError> {
+    loop {
+        match Exchange::new(conn, upload, method, reused, pool.clone()).await {
+            Ok(response) => return Ok(response),
+            Err(Failed::Error(e)) => return Err(e),
+            Err(Failed::Retry(again, m)) => {
+                (upload, method) = (*again, m);
+                (conn, reused) = pool.acquire().await?;
+            }
         }
     }
 }
 
-/// The general path: idle connections until one takes the request, else a new one.
-async fn send_slow(
+/// How an exchange failed: for good, or in a way that allows sending it again.
+enum Failed {
+    Error(ClientError),
+    Retry(Box<Upload>, Method),
+}
+
+/// One request on one connection, up to the response head.
+struct Exchange {
+    conn: Option<Conn>,
+    upload: Option<Upload>,
+    sent: bool,
+    method: Method,
+    reused: bool,
     pool: Arc<PoolInner>,
-    mut req: Request<LimitedBody>,
-) -> Result<Response<PooledBody>, ClientError> {
-    loop {
-        let (mut sender, reused) = pool.acquire().await?;
-        match sender.try_send_request(req).await {
-            Ok(response) => return Ok(PooledBody::wrap(response, Some(Lease { sender, pool }))),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => req = unsent,
-                _ => return Err(ClientError::Exchange(e.into_error())),
-            },
+}
+
+impl Exchange {
+    fn new(conn: Conn, upload: Upload, method: Method, reused: bool, pool: Arc<PoolInner>) -> Self {
+        Self {
+            conn: Some(conn),
+            upload: Some(upload),
+            sent: false,
+            method,
+            reused,
+            pool,
+        }
+    }
+
+    /// Another attempt if the connection was reused and the request can go again.
+    fn retry_or(&mut self, e: ExchangeError) -> Poll<Result<Response<PooledBody>, Failed>> {
+        self.conn = None;
+        if let Some(mut upload) = self.upload.take() {
+            if self.reused && upload.rewind() {
+                let method = std::mem::replace(&mut self.method, Method::GET);
+                return Poll::Ready(Err(Failed::Retry(Box::new(upload), method)));
+            }
+        }
+        Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
+    }
+}
+
+impl Future for Exchange {
+    type Output = Result<Response<PooledBody>, Failed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (Some(conn), Some(upload)) = (this.conn.as_mut(), this.upload.as_mut()) else {
+            let gone = io::Error::other("exchange polled after it ended");
+            return Poll::Ready(Err(Failed::Error(ClientError::Exchange(gone.into()))));
+        };
+        if !this.sent {
+            match upload.poll_send(conn, cx) {
+                Poll::Ready(Ok(())) => this.sent = true,
+                Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
+                    return Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
+                }
+                Poll::Ready(Err(e)) => return this.retry_or(e),
+                Poll::Pending => {}
+            }
+        }
+        match ready!(conn.poll_head(cx, &this.method)) {
+            Ok(h1::Head {
+                response,
+                framing,
+                keep_alive,
+            }) => {
+                let (Some(conn), Some(mut upload)) = (this.conn.take(), this.upload.take()) else {
+                    unreachable!("both checked above")
+                };
+                upload.answered();
+                let upload = (!this.sent).then_some(upload);
+                let pool = this.pool.clone();
+                Poll::Ready(Ok(
+                    response.map(|()| PooledBody::new(conn, framing, keep_alive, upload, pool))
+                ))
+            }
+            Err(HeadError::Silent(e)) => {
+                let e = HeadError::Silent(e).into_error();
+                this.retry_or(e)
+            }
+            Err(e) => {
+                this.conn = None;
+                Poll::Ready(Err(Failed::Error(ClientError::Exchange(e.into_error()))))
+            }
         }
     }
 }
 
 impl PoolInner {
-    async fn connect(&self) -> Result<SendRequest<LimitedBody>, ClientError> {
+    async fn connect(&self) -> Result<Conn, ClientError> {
         let fail = |source| self.connect_error(source);
         let stream = self.dial().await.map_err(fail)?;
         stream.set_nodelay(true).map_err(fail)?;
@@ -247,18 +318,8 @@ impl PoolInner {
         socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&keepalive)
             .map_err(fail)?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ClientError::Exchange)?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(upstream = %authority, error = %e, "upstream connection ended");
-            }
-        });
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(sender)
+        Ok(Conn::new(stream))
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
@@ -266,82 +327,49 @@ impl PoolInner {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The warmest idle connection that is ready and young enough, if any.
-    fn checkout(&self) -> Option<SendRequest<LimitedBody>> {
-        let mut idle = self.lock();
-        let now = Instant::now();
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            let conn = &idle[i];
-            if now.duration_since(conn.since) >= self.settings.idle_timeout {
-                // This one and all before it (older still) have expired.
-                idle.drain(..=i);
-                return None;
+    /// The warmest idle connection that is young enough and still open, if any.
+    fn checkout(&self) -> Option<Conn> {
+        loop {
+            let idle = {
+                let mut idle = self.lock();
+                let conn = idle.pop()?;
+                if conn.since.elapsed() >= self.settings.idle_timeout {
+                    // This one and all before it (older still) have expired; they
+                    // close outside the lock.
+                    let expired = std::mem::take(&mut *idle);
+                    drop(idle);
+                    drop(expired);
+                    return None;
+                }
+                conn
+            };
+            if idle.conn.is_usable() {
+                return Some(idle.conn);
             }
-            if conn.sender.is_ready() {
-                return Some(idle.remove(i).sender);
-            }
-            if conn.sender.is_closed() {
-                idle.remove(i);
-            }
-            // Otherwise still finishing its last exchange: left for a later request.
         }
-        None
     }
 
     /// An idle connection, or a new one once a connect slot is free, whichever comes
     /// first; `true` with a reused one. Waiting is bounded by the connect timeout.
-    async fn acquire(self: &Arc<Self>) -> Result<(SendRequest<LimitedBody>, bool), ClientError> {
+    async fn acquire(self: &Arc<Self>) -> Result<(Conn, bool), ClientError> {
         let wait = async {
-            // A returned connection still finishing its last exchange announces nothing
-            // when it is done, so a waiter takes one out and watches it along with the
-            // rest, across wake-ups, until it leaves: then it goes back (see `Watched`).
-            let mut watched = Watched {
-                pool: self,
-                idle: None,
-            };
             loop {
                 // Registered before the pool is checked, so a return in between wakes it.
                 let returned = self.returned.notified();
                 tokio::pin!(returned);
                 returned.as_mut().enable();
-                if let Some(sender) = self.checkout() {
-                    return Got::Idle(sender);
+                if let Some(conn) = self.checkout() {
+                    return Got::Idle(conn);
                 }
-                if watched.idle.is_none() {
-                    watched.idle = self.take_pending();
-                }
-                let woke = {
-                    let ready = async {
-                        match watched.idle.as_mut() {
-                            Some(idle) => idle.sender.ready().await.is_ok(),
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        slot = self.connecting.acquire() => Woke::Slot(slot),
-                        () = &mut returned => Woke::Returned,
-                        ok = ready => Woke::Ready(ok),
-                    }
-                };
-                match woke {
-                    Woke::Ready(true) => {
-                        if let Some(idle) = watched.idle.take() {
-                            return Got::Idle(idle.sender);
-                        }
-                    }
-                    // Closed meanwhile: dropped.
-                    Woke::Ready(false) => watched.idle = None,
-                    // Another connection came back: look again, still watching this one.
-                    Woke::Returned => {}
-                    Woke::Slot(slot) => return Got::Slot(slot),
+                tokio::select! {
+                    slot = self.connecting.acquire() => return Got::Slot(slot),
+                    () = &mut returned => {}
                 }
             }
         };
         let waited = tokio::time::timeout(self.settings.connect_timeout, wait).await;
         match waited {
-            Ok(Got::Idle(sender)) => Ok((sender, true)),
+            Ok(Got::Idle(conn)) => Ok((conn, true)),
             Ok(Got::Slot(Ok(_slot))) => Ok((self.connect().await?, false)),
             Ok(Got::Slot(Err(_closed))) => Err(self.connect_error(io::Error::other("pool closed"))),
             Err(_elapsed) => Err(self.connect_error(io::Error::new(
@@ -350,25 +378,6 @@ impl PoolInner {
             ))),
         }
     }
-
-    /// The most recently returned connection that is not closed (after `checkout`
-    /// found none ready: one still finishing its last exchange).
-    fn take_pending(&self) -> Option<Idle> {
-        let mut idle = self.lock();
-        let i = idle.iter().rposition(|c| !c.sender.is_closed())?;
-        Some(idle.remove(i))
-    }
-
-    /// Puts back a connection `take_pending` took, as it was, telling no one.
-    fn restore(&self, conn: Idle) {
-        let mut idle = self.lock();
-        if idle.len() < self.settings.max_idle_per_endpoint {
-            // Newer ones may have come back meanwhile: keep the list oldest first.
-            let at = idle.partition_point(|c| c.since <= conn.since);
-            idle.insert(at, conn);
-        }
-    }
-
     fn connect_error(&self, source: io::Error) -> ClientError {
         ClientError::Connect {
             authority: self.authority.clone(),
@@ -407,22 +416,15 @@ impl PoolInner {
         }))
     }
 
-    /// Takes a connection back after its response ended.
-    fn put(self: &Arc<Self>, sender: SendRequest<LimitedBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        // It may not be ready yet: its connection task has not yet run since the
-        // body ended, or the upstream answered before the upload finished.
-        // `checkout` skips it until it is and `acquire` waits on it, so no task is
-        // spawned per request to wait for it.
+    /// Takes a connection back after an exchange that ended cleanly.
+    pub(crate) fn put(self: &Arc<Self>, conn: Conn) {
         {
             let mut idle = self.lock();
             if idle.len() >= self.settings.max_idle_per_endpoint {
                 return;
             }
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -459,7 +461,7 @@ impl PoolInner {
                         .position(|c| now.duration_since(c.since) < timeout)
                         .unwrap_or(idle.len());
                     let mut expired: Vec<Idle> = idle.drain(..keep).collect();
-                    idle.retain(|c| !c.sender.is_closed());
+                    idle.retain(|c| c.conn.is_usable());
                     expired.shrink_to_fit();
                     expired
                 };
@@ -472,84 +474,12 @@ impl PoolInner {
 
 type Slot<'a> = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>;
 
-/// What woke a request waiting for a connection.
-enum Woke<'a> {
-    Slot(Slot<'a>),
-    Returned,
-    Ready(bool),
-}
-
 /// What a request waiting for a connection got: one to reuse, or leave to open one.
 enum Got<'a> {
-    Idle(SendRequest<LimitedBody>),
+    Idle(Conn),
     Slot(Slot<'a>),
 }
 
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connect timed out")
-}
-
-/// Holds a connection while its response body is read.
-#[derive(Debug)]
-struct Lease {
-    sender: SendRequest<LimitedBody>,
-    pool: Arc<PoolInner>,
-}
-
-/// An upstream response body that returns its connection to the pool when it has
-/// been read to the end, and closes it when dropped before that.
-#[derive(Debug)]
-pub struct PooledBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-}
-
-impl PooledBody {
-    fn wrap(response: Response<Incoming>, lease: Option<Lease>) -> Response<Self> {
-        response.map(|inner| PooledBody { inner, lease })
-    }
-
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.pool.put(lease.sender);
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            None => this.release(),
-            Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
-            Some(Ok(_)) => {}
-            // The connection is broken; dropping the sender lets it close.
-            Some(Err(_)) => this.lease = None,
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Bodies that are empty from the start (HEAD, 204, 304) are never polled.
-        if self.inner.is_end_stream() {
-            self.release();
-        }
-    }
 }

@@ -3,6 +3,8 @@
 //! - [`FakeUpstream`]: an in-process HTTP server on port 0 that counts hits and
 //!   connections, echoes what it received, streams, holds requests on command.
 //! - [`TestGateway`]: the real gateway on port 0 with its config in a temp dir.
+//! - [`ScriptedUpstream`]: a raw upstream answering with scripted bytes, however
+//!   malformed.
 //! - [`Client`]: a small HTTP client over hyper-util (HTTP/1.1 or h2c).
 
 // A test-only crate: a panic here is a test failure with a message, which is the point.
@@ -10,10 +12,12 @@
 
 mod client;
 mod gateway;
+mod scripted;
 mod upstream;
 
 pub use client::{chunked_body, empty, full, Client, TestBody, TestResponse};
 pub use gateway::TestGateway;
+pub use scripted::{answer, answer_then_close, Answer, ScriptedUpstream, Then};
 pub use upstream::{FakeUpstream, Hold};
 
 use std::time::Duration;

@@ -10,6 +10,7 @@ mod headers;
 mod idle;
 mod pool;
 mod reload;
+mod responses;
 mod routing;
 mod shutdown;
 mod streaming;

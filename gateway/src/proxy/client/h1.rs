@@ -1,0 +1,908 @@
+//! HTTP/1.1 to an upstream, on a connection the request's own task drives.
+//!
+//! hyper's client runs every connection as a task of its own, fed through channels:
+//! per request the request crossed to that task, the response head and each body
+//! chunk came back, and each crossing woke a task. Here the request's task writes the
+//! request and reads the response itself, and the response body reads from the socket
+//! when the client side asks for the next frame, so back-pressure is the socket's.
+//! httparse parses the head, as it does inside hyper; the response's header values
+//! are slices of the bytes read, with no copy.
+//!
+//! What the framing follows (RFC 9112 6.3): no body for HEAD, 1xx, 204 and 304;
+//! `Transfer-Encoding` ending in `chunked` before `Content-Length` (and then no reuse);
+//! several differing `Content-Length`s, `Transfer-Encoding` in an HTTP/1.0 response
+//! and bad chunk sizes are errors; otherwise the body runs to the connection's close.
+//! Interim 1xx answers are skipped (the gateway never asks for an upgrade, so a 101
+//! is an error). A connection goes back to the pool only after an exchange that ended
+//! cleanly on both sides, with keep-alive, and nothing left over.
+
+use std::fmt::Write as _;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::PoolInner;
+use crate::proxy::body::{BodyError, LimitedBody};
+
+/// Most header fields accepted in a response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Largest response head (status line and fields), and largest trailer section.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// First read size; doubled while reads fill it, up to `MAX_READ` (as hyper does).
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
+/// Why an exchange with an upstream broke.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Reading from or writing to the upstream failed.
+    #[error("i/o with the upstream failed")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before its response was complete.
+    #[error("the upstream closed the connection before the response was complete")]
+    Closed,
+    /// The response broke HTTP/1.1's rules.
+    #[error("the upstream sent a malformed response: {0}")]
+    Malformed(&'static str),
+    /// The response head (or trailer section) passed [`MAX_HEAD`] bytes or
+    /// [`MAX_HEADERS`] fields.
+    #[error("the upstream's response head is too large")]
+    HeadTooLarge,
+    /// The client's request body failed or passed the route's limit while it was sent.
+    #[error("the request body could not be sent")]
+    RequestBody(#[source] BodyError),
+}
+
+/// One TCP connection to an upstream, with its buffers, owned by the pool while idle
+/// and by one request at a time.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed; response heads and bodies are split off it.
+    read: BytesMut,
+    /// Where request heads and chunk-size lines are written before they are sent.
+    write: BytesMut,
+    read_size: usize,
+    /// Scratch for one head's field names and value positions, kept between requests.
+    fields: Vec<(HeaderName, usize, usize)>,
+}
+
+impl Conn {
+    pub(crate) fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            read_size: MIN_READ,
+            fields: Vec::new(),
+        }
+    }
+
+    /// False when the upstream has closed the connection, reset it, or sent something
+    /// unasked while it was idle. Costs no system call unless the socket has turned
+    /// readable since the last read.
+    pub(crate) fn is_usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads more into `read`; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < self.read_size / 2 {
+            self.read.reserve(self.read_size);
+        }
+        let room = self.read.capacity() - self.read.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read
+        ))?;
+        if n == room && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Encodes a request head into a shareable buffer.
+    fn encode_head(&mut self, parts: &http::request::Parts, framing: RequestFraming) -> Bytes {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut len = parts.method.as_str().len() + path.len() + 40;
+        for (name, value) in &parts.headers {
+            len += name.as_str().len() + value.len() + 4;
+        }
+        let w = &mut self.write;
+        w.reserve(len);
+        w.extend_from_slice(parts.method.as_str().as_bytes());
+        w.extend_from_slice(b" ");
+        w.extend_from_slice(path.as_bytes());
+        w.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            w.extend_from_slice(name.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        match framing {
+            RequestFraming::AsIs => {}
+            RequestFraming::Length(n) => {
+                // Writing into a `BytesMut` cannot fail.
+                let _ = write!(w, "content-length: {n}\r\n");
+            }
+            RequestFraming::Chunked => w.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        w.extend_from_slice(b"\r\n");
+        w.split().freeze()
+    }
+
+    /// Reads until a final response head is complete (skipping 1xx heads) and parses it.
+    pub(crate) fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+    ) -> Poll<Result<Head, HeadError>> {
+        loop {
+            if !self.read.is_empty() {
+                if let Some(head) = self.parse_head(method).map_err(HeadError::Broken)? {
+                    return Poll::Ready(Ok(head));
+                }
+                if self.read.len() >= MAX_HEAD {
+                    return Poll::Ready(Err(HeadError::Broken(ExchangeError::HeadTooLarge)));
+                }
+            }
+            let nothing_yet = self.read.is_empty();
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if nothing_yet => return Poll::Ready(Err(HeadError::Silent(None))),
+                Ok(0) => return Poll::Ready(Err(HeadError::Broken(ExchangeError::Closed))),
+                Ok(_) => {}
+                Err(e) if nothing_yet => return Poll::Ready(Err(HeadError::Silent(Some(e)))),
+                Err(e) => return Poll::Ready(Err(HeadError::Broken(e.into()))),
+            }
+        }
+    }
+
+    /// A complete final response head off the front of `read`, if there is one.
+    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, ExchangeError> {
+        loop {
+            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut res, &self.read, &mut slots);
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => return Err(ExchangeError::HeadTooLarge),
+                Err(_) => return Err(ExchangeError::Malformed("invalid response head")),
+            };
+            let code = res.code.unwrap_or(0);
+            if (100..200).contains(&code) {
+                if code == 101 {
+                    return Err(ExchangeError::Malformed("101 to a request with no upgrade"));
+                }
+                // Interim (100 Continue, 103 Early Hints): the final head follows.
+                self.read.advance(len);
+                continue;
+            }
+            let status = StatusCode::from_u16(code)
+                .map_err(|_| ExchangeError::Malformed("invalid status code"))?;
+            let version = match res.version {
+                Some(1) => Version::HTTP_11,
+                _ => Version::HTTP_10,
+            };
+            let base = self.read.as_ptr() as usize;
+            let mut meta = HeadMeta::default();
+            self.fields.clear();
+            for h in res.headers.iter() {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
+                meta.note(&name, h.value)?;
+                let start = h.value.as_ptr() as usize - base;
+                self.fields.push((name, start, start + h.value.len()));
+            }
+            let head = self.read.split_to(len).freeze();
+            // Room for the `x-request-id` the proxy adds, so the map does not grow.
+            let mut headers = HeaderMap::with_capacity(self.fields.len() + 2);
+            for (name, start, end) in self.fields.drain(..) {
+                let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                    .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
+                headers.append(name, value);
+            }
+            if meta.transfer_encoding && meta.content_length.is_some() {
+                // The chunks delimit it; a length forwarded along would contradict them.
+                headers.remove(CONTENT_LENGTH);
+            }
+            let mut response = Response::new(());
+            *response.status_mut() = status;
+            *response.version_mut() = version;
+            *response.headers_mut() = headers;
+            let (framing, keep_alive) = meta.framing(method, status, version)?;
+            return Ok(Some(Head {
+                response,
+                framing,
+                keep_alive,
+            }));
+        }
+    }
+}
+
+/// A final response head, and how its body is to be read.
+pub(crate) struct Head {
+    pub(crate) response: Response<()>,
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry another request once this exchange is over.
+    pub(crate) keep_alive: bool,
+}
+
+/// What reading a response head ended with, short of a head.
+pub(crate) enum HeadError {
+    /// The upstream closed or reset the connection without sending a byte: on a reused
+    /// connection, the sign of an idle timeout crossing the request.
+    Silent(Option<io::Error>),
+    /// Anything else.
+    Broken(ExchangeError),
+}
+
+impl HeadError {
+    pub(crate) fn into_error(self) -> ExchangeError {
+        match self {
+            HeadError::Silent(None) => ExchangeError::Closed,
+            HeadError::Silent(Some(e)) => ExchangeError::Io(e),
+            HeadError::Broken(e) => e,
+        }
+    }
+}
+
+/// The framing facts of a response head, gathered in the pass that builds its map.
+#[derive(Default)]
+struct HeadMeta {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl HeadMeta {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), ExchangeError> {
+        if *name == CONTENT_LENGTH {
+            for part in value.split(|&b| b == b',') {
+                let n = parse_u64(part.trim_ascii())
+                    .ok_or(ExchangeError::Malformed("invalid Content-Length"))?;
+                if self.content_length.is_some_and(|m| m != n) {
+                    return Err(ExchangeError::Malformed("conflicting Content-Length"));
+                }
+                self.content_length = Some(n);
+            }
+        } else if *name == http::header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            // Each field continues the list: only the last coding of the last one counts.
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if *name == http::header::CONNECTION {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+
+    fn framing(
+        &self,
+        method: &Method,
+        status: StatusCode,
+        version: Version,
+    ) -> Result<(Framing, bool), ExchangeError> {
+        let mut keep_alive = match version {
+            Version::HTTP_11 => !self.close,
+            _ => self.keep_alive && !self.close,
+        };
+        if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((Framing::Done, keep_alive));
+        }
+        if self.transfer_encoding {
+            if version != Version::HTTP_11 {
+                return Err(ExchangeError::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 response",
+                ));
+            }
+            // With Content-Length too, the message may have been smuggled: read it by
+            // its chunks and do not trust the connection after it.
+            keep_alive &= self.content_length.is_none();
+            if self.chunked_last {
+                return Ok((Framing::Chunked(Chunk::Size), keep_alive));
+            }
+            return Ok((Framing::UntilClose, false));
+        }
+        match self.content_length {
+            Some(0) => Ok((Framing::Done, keep_alive)),
+            Some(n) => Ok((Framing::Length(n), keep_alive)),
+            None => Ok((Framing::UntilClose, false)),
+        }
+    }
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// How a response body is delimited, and how far it has been read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Framing {
+    /// Read to its end (or none at all).
+    Done,
+    /// This many bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the upstream closes.
+    UntilClose,
+}
+
+/// Where a chunked body's reader is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// How the request body is delimited on the way upstream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RequestFraming {
+    /// The headers already say (`Content-Length`), or there is no body.
+    AsIs,
+    Length(u64),
+    Chunked,
+}
+
+impl RequestFraming {
+    /// Decides from the body's size hint and the headers; removes a `Content-Length`
+    /// that a chunked body would contradict.
+    pub(crate) fn choose(parts: &mut http::request::Parts, body: &LimitedBody) -> Self {
+        if body.is_end_stream() {
+            // A request that carries content by its method says it has none.
+            let wants_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+            if wants_length && !parts.headers.contains_key(CONTENT_LENGTH) {
+                return RequestFraming::Length(0);
+            }
+            return RequestFraming::AsIs;
+        }
+        match body.size_hint().exact() {
+            Some(_) if parts.headers.contains_key(CONTENT_LENGTH) => RequestFraming::AsIs,
+            Some(n) => RequestFraming::Length(n),
+            None => {
+                parts.headers.remove(CONTENT_LENGTH);
+                RequestFraming::Chunked
+            }
+        }
+    }
+}
+
+/// Room for a request head, one chunk's framing around its data, and the last chunk.
+const OUTBOX: usize = 6;
+
+/// The request on its way upstream: what is queued to write, and the rest of the body.
+pub(crate) struct Upload {
+    queue: [Bytes; OUTBOX],
+    start: usize,
+    end: usize,
+    body: Option<LimitedBody>,
+    chunked: bool,
+    /// Bytes written so far; a request not yet started can go to another connection.
+    written: u64,
+    /// The head again, kept while it alone makes the whole request, so a request the
+    /// upstream closed under without a byte of answer can be sent again elsewhere.
+    replay: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("queued", &(self.end - self.start))
+            .field("body_done", &self.body.is_none())
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl Upload {
+    /// Encodes the head on `conn` and queues it ahead of `body`. `replay` keeps a copy
+    /// for one more attempt when the request is only a head and safe to repeat.
+    pub(crate) fn start(
+        conn: &mut Conn,
+        parts: &http::request::Parts,
+        framing: RequestFraming,
+        body: LimitedBody,
+    ) -> Self {
+        let head = conn.encode_head(parts, framing);
+        let empty = body.is_end_stream();
+        let replay = (empty && parts.method.is_idempotent()).then(|| head.clone());
+        let mut queue: [Bytes; OUTBOX] = Default::default();
+        queue[0] = head;
+        Self {
+            queue,
+            start: 0,
+            end: 1,
+            body: (!empty).then_some(body),
+            chunked: matches!(framing, RequestFraming::Chunked),
+            written: 0,
+            replay,
+        }
+    }
+
+    /// Makes it ready to go again from the start on another connection; false when
+    /// part of it has left and cannot be taken back.
+    pub(crate) fn rewind(&mut self) -> bool {
+        if self.written == 0 {
+            return true;
+        }
+        let Some(head) = self.replay.clone() else {
+            return false;
+        };
+        self.queue = Default::default();
+        self.queue[0] = head;
+        (self.start, self.end, self.written) = (0, 1, 0);
+        true
+    }
+
+    /// The head has been answered: it will not be sent again.
+    pub(crate) fn answered(&mut self) {
+        self.replay = None;
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.queue[self.end] = bytes;
+        self.end += 1;
+    }
+
+    /// Writes what is queued and what the body has ready, until all of it is sent.
+    pub(crate) fn poll_send(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        loop {
+            self.poll_body(conn, cx)?;
+            if self.start == self.end {
+                return if self.body.is_none() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                };
+            }
+            let mut slices = [IoSlice::new(&[]); OUTBOX];
+            let queued = &self.queue[self.start..self.end];
+            for (slice, bytes) in slices.iter_mut().zip(queued) {
+                *slice = IoSlice::new(bytes);
+            }
+            let n =
+                ready!(Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..queued.len()]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            self.written += n as u64;
+            self.consume(n);
+        }
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 && self.start < self.end {
+            let front = &mut self.queue[self.start];
+            let take = n.min(front.len());
+            front.advance(take);
+            n -= take;
+            if front.is_empty() {
+                self.queue[self.start] = Bytes::new();
+                self.start += 1;
+            }
+        }
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Queues the body's ready frames while there is room for one more chunk.
+    fn poll_body(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Result<(), ExchangeError> {
+        while self.end + 3 <= OUTBOX {
+            let Some(body) = self.body.as_mut() else {
+                return Ok(());
+            };
+            let frame = match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(None) => {
+                    self.body = None;
+                    if self.chunked {
+                        self.push(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    return Ok(());
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.body = None;
+                    return Err(ExchangeError::RequestBody(e));
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) if data.is_empty() => {}
+                Ok(data) if self.chunked => {
+                    let w = &mut conn.write;
+                    let _ = write!(w, "{:x}\r\n", data.len());
+                    let line = w.split().freeze();
+                    self.push(line);
+                    self.push(data);
+                    self.push(Bytes::from_static(b"\r\n"));
+                }
+                Ok(data) => self.push(data),
+                Err(frame) => {
+                    // Trailers end the body; only chunked framing can carry them.
+                    self.body = None;
+                    if self.chunked {
+                        let w = &mut conn.write;
+                        w.extend_from_slice(b"0\r\n");
+                        if let Ok(trailers) = frame.into_trailers() {
+                            for (name, value) in &trailers {
+                                w.extend_from_slice(name.as_str().as_bytes());
+                                w.extend_from_slice(b": ");
+                                w.extend_from_slice(value.as_bytes());
+                                w.extend_from_slice(b"\r\n");
+                            }
+                        }
+                        w.extend_from_slice(b"\r\n");
+                        let last = w.split().freeze();
+                        self.push(last);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An upstream response body, read from the connection as the client side asks for
+/// it. Read to its end, its connection goes back to the pool (after any upload still
+/// going finishes); dropped before that, the connection is closed, since HTTP/1.1
+/// cannot abandon a response midway.
+#[derive(Debug)]
+pub struct PooledBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    /// A request body still going up after an early answer.
+    upload: Option<Box<Upload>>,
+    pool: Arc<PoolInner>,
+}
+
+impl PooledBody {
+    pub(crate) fn new(
+        conn: Conn,
+        framing: Framing,
+        keep_alive: bool,
+        upload: Option<Upload>,
+        pool: Arc<PoolInner>,
+    ) -> Self {
+        let mut body = Self {
+            conn: Some(conn),
+            framing,
+            keep_alive,
+            upload: upload.map(Box::new),
+            pool,
+        };
+        if matches!(framing, Framing::Done) {
+            body.release();
+        }
+        body
+    }
+
+    /// The body has ended: the connection goes back if the exchange was clean.
+    fn release(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !self.keep_alive || !conn.read.is_empty() {
+            return;
+        }
+        match self.upload.take() {
+            None => self.pool.put(conn),
+            Some(upload) => finish_upload(self.pool.clone(), conn, upload),
+        }
+    }
+
+    fn fail(&mut self, e: ExchangeError) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        self.conn = None;
+        self.upload = None;
+        self.framing = Framing::Done;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn data(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        if matches!(self.framing, Framing::Done) {
+            self.release();
+        }
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+}
+
+/// An upload the upstream answered before it ended goes on in a task of its own;
+/// the connection is reused once it is over.
+fn finish_upload(pool: Arc<PoolInner>, mut conn: Conn, mut upload: Box<Upload>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let sent = std::future::poll_fn(|cx| upload.poll_send(&mut conn, cx)).await;
+        if sent.is_ok() && conn.read.is_empty() {
+            pool.put(conn);
+        }
+    });
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        let this = &mut *self;
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(upload) = this.upload.as_mut() {
+            match upload.poll_send(conn, cx) {
+                Poll::Ready(Ok(())) => this.upload = None,
+                // The answer stands; the connection does not.
+                Poll::Ready(Err(_)) => {
+                    this.upload = None;
+                    this.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing {
+                Framing::Done => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if !conn.read.is_empty() {
+                        let n = conn
+                            .read
+                            .len()
+                            .min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let frame = conn.read.split_to(n).freeze();
+                        let left = left - n as u64;
+                        this.framing = if left == 0 {
+                            Framing::Done
+                        } else {
+                            Framing::Length(left)
+                        };
+                        return this.data(frame);
+                    }
+                }
+                Framing::UntilClose => {
+                    if !conn.read.is_empty() {
+                        let frame = conn.read.split().freeze();
+                        return this.data(frame);
+                    }
+                }
+                Framing::Chunked(state) => match step_chunked(conn, state) {
+                    Ok(Step::Next(state)) => {
+                        this.framing = Framing::Chunked(state);
+                        continue;
+                    }
+                    Ok(Step::Data(frame, state)) => {
+                        this.framing = Framing::Chunked(state);
+                        return this.data(frame);
+                    }
+                    Ok(Step::End(trailers)) => {
+                        this.framing = Framing::Done;
+                        this.release();
+                        return match trailers {
+                            Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                            None => Poll::Ready(None),
+                        };
+                    }
+                    Ok(Step::More) => {}
+                    Err(e) => return this.fail(e),
+                },
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
+                    this.framing = Framing::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(ExchangeError::Closed),
+                Ok(_) => {}
+                Err(e) => return this.fail(e.into()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// What one step of the chunked decoder found.
+enum Step {
+    /// Moved on; look again.
+    Next(Chunk),
+    Data(Bytes, Chunk),
+    /// The last chunk and trailer section are read.
+    End(Option<HeaderMap>),
+    /// Needs more bytes.
+    More,
+}
+
+fn step_chunked(conn: &mut Conn, state: Chunk) -> Result<Step, ExchangeError> {
+    let read = &mut conn.read;
+    match state {
+        Chunk::Size => match httparse::parse_chunk_size(read) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                read.advance(used);
+                Ok(Step::Next(if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                }))
+            }
+            Ok(httparse::Status::Partial) if read.len() < MAX_CHUNK_LINE => Ok(Step::More),
+            _ => Err(ExchangeError::Malformed("invalid chunk size")),
+        },
+        Chunk::Data(left) => {
+            if read.is_empty() {
+                return Ok(Step::More);
+            }
+            let n = read.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let frame = read.split_to(n).freeze();
+            let left = left - n as u64;
+            Ok(Step::Data(
+                frame,
+                if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                },
+            ))
+        }
+        Chunk::DataEnd => {
+            if read.len() < 2 {
+                return Ok(Step::More);
+            }
+            if &read[..2] != b"\r\n" {
+                return Err(ExchangeError::Malformed("missing CRLF after chunk data"));
+            }
+            read.advance(2);
+            Ok(Step::Next(Chunk::Size))
+        }
+        Chunk::Trailers => {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            match httparse::parse_headers(read, &mut slots) {
+                Ok(httparse::Status::Complete((used, fields))) => {
+                    let mut trailers = HeaderMap::new();
+                    for f in fields.iter() {
+                        let name = HeaderName::from_bytes(f.name.as_bytes());
+                        let value = HeaderValue::from_bytes(f.value);
+                        if let (Ok(name), Ok(value)) = (name, value) {
+                            trailers.append(name, value);
+                        }
+                    }
+                    read.advance(used);
+                    Ok(Step::End((!trailers.is_empty()).then_some(trailers)))
+                }
+                Ok(httparse::Status::Partial) if read.len() < MAX_HEAD => Ok(Step::More),
+                Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                    Err(ExchangeError::HeadTooLarge)
+                }
+                Err(_) => Err(ExchangeError::Malformed("invalid trailer section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing_of(fields: &[(&str, &str)], method: Method, status: u16, v: Version) -> String {
+        let mut meta = HeadMeta::default();
+        for (name, value) in fields {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("name");
+            if let Err(e) = meta.note(&name, value.as_bytes()) {
+                return format!("error: {e}");
+            }
+        }
+        let status = StatusCode::from_u16(status).expect("status");
+        match meta.framing(&method, status, v) {
+            Ok((framing, keep_alive)) => format!("{framing:?} keep_alive={keep_alive}"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let get = || Method::GET;
+        let v11 = Version::HTTP_11;
+        // Header fields, request method, status, version: the framing wanted.
+        type Case<'a> = (&'a [(&'a str, &'a str)], Method, u16, Version, &'a str);
+        let cases: &[Case<'_>] = &[
+            (&[("content-length", "5")], get(), 200, v11, "Length(5) keep_alive=true"),
+            (&[("content-length", "5, 5")], get(), 200, v11, "Length(5) keep_alive=true"),
+            (&[("content-length", "5, 6")], get(), 200, v11, "error: the upstream sent a malformed response: conflicting Content-Length"),
+            (&[("content-length", "-1")], get(), 200, v11, "error: the upstream sent a malformed response: invalid Content-Length"),
+            (&[("content-length", "99999999999999999999")], get(), 200, v11, "error: the upstream sent a malformed response: invalid Content-Length"),
+            (&[("content-length", "0")], get(), 200, v11, "Done keep_alive=true"),
+            (&[("content-length", "5")], Method::HEAD, 200, v11, "Done keep_alive=true"),
+            (&[("content-length", "5")], get(), 304, v11, "Done keep_alive=true"),
+            (&[], get(), 204, v11, "Done keep_alive=true"),
+            (&[], get(), 200, v11, "UntilClose keep_alive=false"),
+            (&[("transfer-encoding", "gzip, chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            (&[("transfer-encoding", "gzip"), ("transfer-encoding", "Chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            (&[("transfer-encoding", "chunked, gzip")], get(), 200, v11, "UntilClose keep_alive=false"),
+            (&[("transfer-encoding", "chunked"), ("content-length", "3")], get(), 200, v11, "Chunked(Size) keep_alive=false"),
+            (&[("transfer-encoding", "chunked")], get(), 200, Version::HTTP_10, "error: the upstream sent a malformed response: Transfer-Encoding in an HTTP/1.0 response"),
+            (&[("content-length", "1")], get(), 200, Version::HTTP_10, "Length(1) keep_alive=false"),
+            (&[("content-length", "1"), ("connection", "Keep-Alive")], get(), 200, Version::HTTP_10, "Length(1) keep_alive=true"),
+            (&[("content-length", "1"), ("connection", "foo, close")], get(), 200, v11, "Length(1) keep_alive=false"),
+        ];
+        for (fields, method, status, version, want) in cases {
+            let got = framing_of(fields, method.clone(), *status, *version);
+            assert_eq!(&got, want, "{fields:?} {method} {status}");
+        }
+    }
+
+    #[test]
+    fn lengths_are_plain_decimal_digits() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(
+            parse_u64(b"18446744073709551"),
+            Some(18_446_744_073_709_551)
+        );
+        for bad in [&b""[..], b"+1", b"1 2", b"0x10", b"12345678901234567890"] {
+            assert_eq!(parse_u64(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! How the gateway reads upstream responses (its own HTTP/1.1 client): framing by
+//! chunks, length or close; interim answers; malformed heads and bodies; when a
+//! connection is reused and when it is not; and when a request goes again on another
+//! connection. The upstream is a script of raw bytes ([`ScriptedUpstream`]).
+
+use std::time::Duration;
+
+use gateway_test_support::{
+    answer, answer_then_close, full, within, Answer, Client, ScriptedUpstream, TestGateway,
+};
+use http::{Method, Request, StatusCode};
+use tokio::io::AsyncReadExt;
+
+use super::{route, send_raw};
+
+async fn gateway(up: &ScriptedUpstream) -> TestGateway {
+    let config = format!(
+        "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
+        up.authority(),
+        route("all", "/", "up", "")
+    );
+    TestGateway::start(&config).await
+}
+
+async fn scripted(script: Vec<Answer>) -> (ScriptedUpstream, TestGateway) {
+    let up = ScriptedUpstream::start(script).await;
+    let gw = gateway(&up).await;
+    (up, gw)
+}
+
+const OK_SHORT: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// Everything a raw client gets for `request` until the gateway closes (the request
+/// asks it to).
+async fn raw(gw: &TestGateway, request: &[u8]) -> String {
+    let mut s = send_raw(gw, request).await;
+    let mut out = Vec::new();
+    // A reset after a broken response still leaves what came before it in `out`.
+    let _ = within("raw response", s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_chunked_response_with_extensions_and_trailers_arrives_whole_and_reuses_its_connection() {
+    let (up, gw) = scripted(vec![
+        answer(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nx-digest: abc\r\n\r\n",
+        ),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    let r = c.get(&gw.url("/a")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "hello world");
+    let r = c.get(&gw.url("/b")).await;
+    assert_eq!(r.body, "ok");
+    assert_eq!(up.connections(), 1, "the connection was reused");
+}
+
+#[tokio::test]
+async fn a_length_delimited_response_reuses_its_connection() {
+    let (up, gw) = scripted(vec![
+        answer(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nx-a: 1\r\n\r\nhello world"),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    let r = c.get(&gw.url("/a")).await;
+    assert_eq!(r.body, "hello world");
+    assert_eq!(r.header("x-a"), "1");
+    assert_eq!(r.header("content-length"), "11");
+    assert_eq!(c.get(&gw.url("/b")).await.body, "ok");
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_response_delimited_by_close_is_read_to_the_close_and_its_connection_not_reused() {
+    let (up, gw) = scripted(vec![
+        answer_then_close(b"HTTP/1.1 200 OK\r\n\r\nuntil the end"),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/a")).await.body, "until the end");
+    assert_eq!(c.get(&gw.url("/b")).await.body, "ok");
+    assert_eq!(up.connections(), 2);
+}
+
+/// Transfer-Encoding and Content-Length together: read by the chunks (RFC 9112 6.3),
+/// and the connection is not trusted afterwards.
+#[tokio::test]
+async fn chunked_wins_over_content_length_and_the_connection_is_then_dropped() {
+    let (up, gw) = scripted(vec![
+        answer(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+        ),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/a")).await.body, "hello");
+    assert_eq!(c.get(&gw.url("/b")).await.body, "ok");
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped() {
+    let (_up, gw) = scripted(vec![answer(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+          HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\ndone",
+    )])
+    .await;
+    let r = Client::default().get(&gw.url("/a")).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body, "done");
+}
+
+#[tokio::test]
+async fn bodiless_responses_to_head_204_and_304_return_their_connection_at_once() {
+    let (up, gw) = scripted(vec![
+        // A HEAD answer announces the length of the body it does not send.
+        answer(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"),
+        answer(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        answer(b"HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n"),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    let head = Request::head(gw.url("/a"))
+        .body(gateway_test_support::empty())
+        .unwrap();
+    let r = c.send(head).await;
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (StatusCode::OK, "10")
+    );
+    assert_eq!(c.get(&gw.url("/b")).await.status, 204);
+    assert_eq!(c.get(&gw.url("/c")).await.status, 304);
+    assert_eq!(c.get(&gw.url("/d")).await.body, "ok");
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn http_1_0_responses_keep_their_connection_only_when_they_ask_to() {
+    let (up, gw) = scripted(vec![
+        answer(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\na"),
+        answer(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nb"),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/a")).await.body, "a");
+    assert_eq!(c.get(&gw.url("/b")).await.body, "b");
+    assert_eq!(up.connections(), 1);
+    assert_eq!(c.get(&gw.url("/c")).await.body, "ok");
+    assert_eq!(
+        up.connections(),
+        2,
+        "the HTTP/1.0 answer without keep-alive ended it"
+    );
+}
+
+#[tokio::test]
+async fn connection_close_from_the_upstream_ends_the_connection() {
+    let (up, gw) = scripted(vec![
+        answer(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na"),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    let r = c.get(&gw.url("/a")).await;
+    assert_eq!(r.body, "a");
+    assert_eq!(r.header("connection"), "", "hop-by-hop, not forwarded");
+    assert_eq!(c.get(&gw.url("/b")).await.body, "ok");
+    assert_eq!(up.connections(), 2);
+}
+
+/// Each of these heads is refused with the gateway's own 502 (the client has seen
+/// nothing yet), and the connection is dropped.
+#[tokio::test]
+async fn malformed_response_heads_are_a_json_502() {
+    let mut too_large = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..2000 {
+        too_large.extend_from_slice(format!("x-filler-{i}: {}\r\n", "v".repeat(30)).as_bytes());
+    }
+    too_large.extend_from_slice(b"content-length: 0\r\n\r\n");
+    let mut too_many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..101 {
+        too_many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+    }
+    too_many.extend_from_slice(b"\r\n");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"HTTX/1.1 200 OK\r\n\r\n".to_vec()),
+        (
+            "conflicting lengths",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab".to_vec(),
+        ),
+        (
+            "bad length",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\na".to_vec(),
+        ),
+        (
+            "chunked in 1.0",
+            b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        ),
+        (
+            "101 unasked",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n".to_vec(),
+        ),
+        ("head too large", too_large),
+        ("too many fields", too_many),
+        ("cut head", b"HTTP/1.1 200 OK\r\ncontent-len".to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let (_up, gw) = scripted(vec![answer_then_close(&bytes)]).await;
+        let r = Client::default().get(&gw.url("/a")).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{what}");
+        assert_eq!(r.json()["error"], "upstream_failed", "{what}");
+    }
+}
+
+/// Once the head is out, a broken body can only cut the response short: the client
+/// sees it incomplete (or nothing, when the gateway had not flushed the head yet),
+/// never a clean end; and the connection is not reused.
+#[tokio::test]
+async fn a_broken_body_cuts_the_response_short() {
+    let cases: Vec<(&str, &[u8])> = vec![
+        (
+            "bad chunk size",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        ),
+        (
+            "no CRLF after chunk data",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        ),
+        (
+            "closed before the length",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello",
+        ),
+        (
+            "closed mid-chunk",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\na\r\nhello",
+        ),
+    ];
+    for (what, bytes) in cases {
+        let (up, gw) = scripted(vec![answer_then_close(bytes), answer(OK_SHORT)]).await;
+        let out = raw(
+            &gw,
+            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            !out.contains("x-gateway-error"),
+            "{what}: too late for a 502: {out}"
+        );
+        assert!(!out.ends_with("0\r\n\r\n"), "{what}: a clean end: {out:?}");
+        if let Some((_, body)) = out.split_once("\r\n\r\n") {
+            assert!(
+                !out.contains("content-length: 10") || body.len() < 10,
+                "{what}: {out:?}"
+            );
+        }
+        assert_eq!(
+            Client::default().get(&gw.url("/b")).await.body,
+            "ok",
+            "{what}"
+        );
+        assert_eq!(up.connections(), 2, "{what}");
+    }
+}
+
+/// An upstream that sends more than it was asked for (two answers to one request)
+/// cannot be trusted with the next request.
+#[tokio::test]
+async fn bytes_after_the_response_end_the_connection() {
+    let mut two = OK_SHORT.to_vec();
+    two.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra");
+    let (up, gw) = scripted(vec![answer(&two), answer(OK_SHORT)]).await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/a")).await.body, "ok");
+    assert_eq!(c.get(&gw.url("/b")).await.body, "ok");
+    assert_eq!(up.connections(), 2);
+}
+
+/// An idle connection the upstream closed is noticed when it is taken, not used.
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_used() {
+    let (up, gw) = scripted(vec![answer_then_close(OK_SHORT), answer(OK_SHORT)]).await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/a")).await.body, "ok");
+    // Let the close arrive and the gateway's event loop see it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.get(&gw.url("/b")).await.body, "ok");
+    assert_eq!(up.connections(), 2);
+}
+
+/// The keep-alive race: the upstream closes a reused connection after reading the
+/// request, without a byte of answer (its idle timeout crossed the request). A GET
+/// goes again on a new connection; a POST with a body does not (the upstream may have
+/// acted on it), and gets a 502.
+#[tokio::test]
+async fn a_request_the_upstream_closed_under_goes_again_only_when_repeatable() {
+    let (up, gw) = scripted(vec![
+        answer(OK_SHORT),
+        answer_then_close(b""),
+        answer(OK_SHORT),
+        answer_then_close(b""),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/warm")).await.body, "ok");
+    assert_eq!(c.get(&gw.url("/again")).await.body, "ok");
+    assert_eq!(up.connections(), 2);
+    let post = Request::builder()
+        .method(Method::POST)
+        .uri(gw.url("/once"))
+        .body(full("payload"))
+        .unwrap();
+    let r = c.send(post).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"], "upstream_failed");
+    let requests = up.requests();
+    assert_eq!(
+        requests.iter().filter(|r| r.starts_with("POST")).count(),
+        1,
+        "sent once: {requests:?}"
+    );
+}
+
+/// What the upstream reads: origin-form, HTTP/1.1, a length for bodies the client
+/// sized, chunks for those it did not, and no framing for a GET.
+#[tokio::test]
+async fn requests_are_framed_for_the_upstream() {
+    let (up, gw) = scripted(vec![
+        answer(OK_SHORT),
+        answer(OK_SHORT),
+        answer(OK_SHORT),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    c.get(&gw.url("/get?q=1")).await;
+    let post = |body| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(gw.url("/post"))
+            .body(body)
+            .unwrap()
+    };
+    c.send(post(full("12345"))).await;
+    c.send(post(gateway_test_support::empty())).await;
+    let (tx, body) = gateway_test_support::chunked_body();
+    let sent = tokio::spawn(async move {
+        tx.send(bytes::Bytes::from_static(b"abc")).await.unwrap();
+        tx.send(bytes::Bytes::from_static(b"defgh")).await.unwrap();
+    });
+    c.send(post(body)).await;
+    sent.await.unwrap();
+    let r = up.requests();
+    assert!(r[0].starts_with("GET /get?q=1 HTTP/1.1\r\n"), "{}", r[0]);
+    assert!(!r[0].contains("content-length") && !r[0].contains("transfer-encoding"));
+    assert!(r[1].contains("content-length: 5\r\n") && r[1].ends_with("\r\n\r\n12345"));
+    assert!(r[2].contains("content-length: 0\r\n"), "{}", r[2]);
+    assert!(r[3].contains("transfer-encoding: chunked\r\n"), "{}", r[3]);
+    assert!(!r[3].contains("content-length"), "{}", r[3]);
+    let (_, chunks) = r[3].split_once("\r\n\r\n").unwrap();
+    assert_eq!(dechunk(chunks), "abcdefgh", "{chunks:?}");
+}
+
+/// The data of a chunked body that ends with its last chunk (no trailers).
+fn dechunk(mut body: &str) -> String {
+    let mut data = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            assert_eq!(rest, "\r\n");
+            return data;
+        }
+        data.push_str(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], "\r\n");
+        body = &rest[size + 2..];
+    }
+}
