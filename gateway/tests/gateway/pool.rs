@@ -329,7 +329,7 @@ async fn a_connection_still_uploading_after_an_early_answer_carries_no_other_req
     assert_eq!(r.json()["path"], "/echo");
 }
 
-/// Requests waiting for a connection while the pool holds only ones still uploading
+/// Requests waiting for a connection while the only ones there are still uploading
 /// after an early answer, and no new connection can open, wait quietly and fail with
 /// 502 at the connect timeout. The pool once handed such a connection back with a
 /// wake-up that the next waiter (or the same one) took at once, round and round: a
@@ -375,16 +375,16 @@ fn waiters_do_not_spin_on_a_connection_still_uploading() {
     });
 }
 
-/// Requests waiting for a connection watch the one still uploading: once its upload
-/// ends one of them gets it, long before the connect timeout that a new connection
-/// (its connect hanging here) runs into.
+/// A connection still uploading after an early answer comes back to the pool when its
+/// upload ends, and a waiting request gets it at once, long before the connect
+/// timeout that a new connection (its connect hanging here) runs into.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_request_gets_the_connection_whose_upload_ends() {
     let up = FakeUpstream::start("up").await;
     let (gw, mut upload, _queued) = one_upload_then_dark(&up).await;
 
     // Two requests wait: one takes the connect slot (its connect hangs), the other
-    // the connection still uploading.
+    // for a connection to come back.
     let waiting = spawn_gets(&gw, "/echo", 2);
     eventually("both requests to reach the pool", || async {
         let state = endpoint_state(&gw).await;
@@ -395,12 +395,14 @@ async fn a_waiting_request_gets_the_connection_whose_upload_ends() {
     assert_eq!(first_of(waiting).await, StatusCode::OK);
 }
 
-/// Waiting requests keep watching a connection still uploading when another one comes
-/// back (also still uploading): once the first one's upload ends, a request gets it.
-/// The waits only order the requests (nothing outside the gateway shows that one has
-/// reached the pool); another order makes the test weaker, not wrong.
+/// Two connections busy with uploads answered early: the second answer wakes no
+/// waiter with a connection it cannot use, and once the first upload ends a waiting
+/// request gets its connection. (The pool once handed out connections still uploading
+/// for waiters to watch, and lost track of one here.) The waits only order the
+/// requests (nothing outside the gateway shows that one has reached the pool); another
+/// order makes the test weaker, not wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_still_uploading_stays_watched_when_another_comes_back() {
+async fn a_waiter_gets_the_first_upload_s_connection_when_another_answer_comes_first() {
     let up = FakeUpstream::start("up").await;
     let (gw, addr) = gateway_behind_a_relay(&up, 2, "8s").await;
     let mut upload1 = start_early_upload(&gw).await;
@@ -414,15 +416,14 @@ async fn a_connection_still_uploading_stays_watched_when_another_comes_back() {
     up.hold().arrived().await;
     let _queued = fill_accept_queue(addr);
 
-    // One request takes the connect slot (its connect hangs), the next watches the
-    // first upload's connection, a third waits with nothing to watch.
-    let (mut waiting, watcher) =
-        slot_taken_then_watched(&gw, async { spawn_gets(&gw, "/echo", 1) }).await;
-    waiting.extend(watcher);
+    // One request takes the connect slot (its connect hangs), two more wait.
+    let (mut waiting, waiter) =
+        slot_taken_then_waiting(&gw, async { spawn_gets(&gw, "/echo", 1) }).await;
+    waiting.extend(waiter);
     waiting.extend(spawn_gets(&gw, "/echo", 1));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // The second connection comes back, still uploading, and wakes a waiter.
+    // The second upload is answered; its connection is still busy uploading.
     up.hold().release(1);
     let mut head = [0u8; 12];
     within("the second early answer", upload2.read_exact(&mut head))
@@ -434,22 +435,22 @@ async fn a_connection_still_uploading_stays_watched_when_another_comes_back() {
     drop(upload2);
 }
 
-/// A request that stops waiting (its client hangs up) while it watches a connection
-/// still uploading puts that connection back, and another waiting request takes it
-/// over: it gets it once the upload ends. The waits only order the requests (nothing
-/// outside the gateway shows that one has reached the pool).
+/// A waiting request whose client hangs up takes nothing with it: the connection
+/// still uploading goes to another waiting request once the upload ends. The waits
+/// only order the requests (nothing outside the gateway shows that one has reached
+/// the pool).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_waiter_hands_on_the_connection_it_watched() {
+async fn a_cancelled_waiter_takes_no_connection_with_it() {
     let up = FakeUpstream::start("up").await;
     let (gw, mut upload, _queued) = one_upload_then_dark(&up).await;
 
-    // One request takes the connect slot (its connect hangs), the next watches the
-    // connection still uploading (from a raw socket, to hang up), a third waits.
-    let watcher = send_raw(&gw, b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
-    let (slot_holder, watcher) = slot_taken_then_watched(&gw, watcher).await;
+    // One request takes the connect slot (its connect hangs), the next waits (from a
+    // raw socket, to hang up), a third waits too.
+    let waiter = send_raw(&gw, b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (slot_holder, waiter) = slot_taken_then_waiting(&gw, waiter).await;
     let other = spawn_gets(&gw, "/echo", 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(watcher);
+    drop(waiter);
     tokio::time::sleep(Duration::from_millis(300)).await;
     upload.write_all(b"0\r\n\r\n").await.unwrap();
     assert_eq!(first_of(other).await, StatusCode::OK);
@@ -458,20 +459,20 @@ async fn a_cancelled_waiter_hands_on_the_connection_it_watched() {
 }
 
 /// Starts a request that takes the only connect slot (its connect hangs), then, once
-/// it has had time to, `watch`, a request expected to take the connection still
-/// uploading out of the pool to watch it; returns the first and what `watch` gives.
-async fn slot_taken_then_watched<W: std::future::Future>(
+/// it has had time to, `wait`, a request expected to wait for a connection; returns
+/// the first and what `wait` gives.
+async fn slot_taken_then_waiting<W: std::future::Future>(
     gw: &TestGateway,
-    watch: W,
+    wait: W,
 ) -> (Vec<JoinHandle<StatusCode>>, W::Output) {
     let slot_holder = spawn_gets(gw, "/echo", 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let watcher = watch.await;
-    eventually("a request to watch the connection", || async {
+    let waiter = wait.await;
+    eventually("no idle connection left to take", || async {
         (endpoint_state(gw).await["idle_connections"] == 0).then_some(())
     })
     .await;
-    (slot_holder, watcher)
+    (slot_holder, waiter)
 }
 
 /// The status of the first of `requests` to finish, within 3 s (well before the
