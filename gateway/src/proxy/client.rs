@@ -134,6 +134,7 @@ impl EndpointPool {
         let state = match pool.checkout() {
             Some(mut conn) => {
                 let upload = Upload::start(&mut conn, &parts, framing, body);
+                conn.recycle(parts.headers);
                 SendState::Fast {
                     exchange: Exchange::new(conn, upload, parts.method, true, pool),
                 }
@@ -197,6 +198,7 @@ async fn send_slow(
 ) -> Result<Response<PooledBody>, ClientError> {
     let (mut conn, reused) = pool.acquire().await?;
     let upload = Upload::start(&mut conn, &parts, framing, body);
+    conn.recycle(parts.headers);
     run(pool, conn, reused, upload, parts.method).await
 }
 

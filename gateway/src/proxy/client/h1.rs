@@ -76,6 +76,9 @@ pub(crate) struct Conn {
     read_size: usize,
     /// Scratch for one head's field names and value positions, kept between requests.
     fields: Vec<(HeaderName, usize, usize)>,
+    /// The request's header map, emptied, to hold the response's headers: hyper keeps
+    /// each response's map for the next request it parses, so one map goes round.
+    spare: HeaderMap,
 }
 
 impl Conn {
@@ -86,7 +89,14 @@ impl Conn {
             write: BytesMut::new(),
             read_size: MIN_READ,
             fields: Vec::new(),
+            spare: HeaderMap::new(),
         }
+    }
+
+    /// Keeps a request's header map, emptied, for the response's headers.
+    pub(crate) fn recycle(&mut self, mut headers: HeaderMap) {
+        headers.clear();
+        self.spare = headers;
     }
 
     /// False when the upstream has closed the connection, reset it, or sent something
@@ -215,8 +225,9 @@ impl Conn {
                 self.fields.push((name, start, start + h.value.len()));
             }
             let head = self.read.split_to(len).freeze();
+            let mut headers = std::mem::take(&mut self.spare);
             // Room for the `x-request-id` the proxy adds, so the map does not grow.
-            let mut headers = HeaderMap::with_capacity(self.fields.len() + 2);
+            headers.reserve(self.fields.len() + 2);
             for (name, start, end) in self.fields.drain(..) {
                 let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                     .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
