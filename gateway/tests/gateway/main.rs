@@ -11,6 +11,7 @@ mod idle;
 mod pool;
 mod reload;
 mod responses;
+mod review_h1;
 mod routing;
 mod shutdown;
 mod streaming;

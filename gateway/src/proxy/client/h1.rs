@@ -775,6 +775,53 @@ impl Body for PooledBody {
     }
 }
 
+/// A chunk-size line (RFC 9112 7.1): `1*HEXDIG`, then optional whitespace and
+/// extensions, then CRLF; `Ok(Some((length, size)))` once complete, `Ok(None)` while
+/// more is needed. A line without digits, a bare CR or LF, or a control byte in an
+/// extension is refused (httparse's `parse_chunk_size` reads an empty line as size 0
+/// and lets a bare LF through inside an extension).
+fn parse_chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ()> {
+    let mut size: u64 = 0;
+    let mut i = 0;
+    while let Some(&b) = buf.get(i) {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => break,
+        };
+        // Sixteen digits fill a u64; more cannot be a size worth reading.
+        if i == 16 {
+            return Err(());
+        }
+        size = size << 4 | u64::from(digit);
+        i += 1;
+    }
+    if i == buf.len() {
+        return Ok(None);
+    }
+    if i == 0 {
+        return Err(());
+    }
+    let mut in_ext = false;
+    while let Some(&b) = buf.get(i) {
+        match b {
+            b'\r' => {
+                return match buf.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some((i + 2, size))),
+                    Some(_) => Err(()),
+                }
+            }
+            b' ' | b'\t' | b';' => in_ext |= b == b';',
+            0x21..=0x7e | 0x80..=0xff if in_ext => {}
+            _ => return Err(()),
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
 /// What one step of the chunked decoder found.
 enum Step {
     /// Moved on; look again.
@@ -789,8 +836,8 @@ enum Step {
 fn step_chunked(conn: &mut Conn, state: Chunk) -> Result<Step, ExchangeError> {
     let read = &mut conn.read;
     match state {
-        Chunk::Size => match httparse::parse_chunk_size(read) {
-            Ok(httparse::Status::Complete((used, size))) => {
+        Chunk::Size => match parse_chunk_line(read) {
+            Ok(Some((used, size))) => {
                 read.advance(used);
                 Ok(Step::Next(if size == 0 {
                     Chunk::Trailers
@@ -798,7 +845,7 @@ fn step_chunked(conn: &mut Conn, state: Chunk) -> Result<Step, ExchangeError> {
                     Chunk::Data(size)
                 }))
             }
-            Ok(httparse::Status::Partial) if read.len() < MAX_CHUNK_LINE => Ok(Step::More),
+            Ok(None) if read.len() < MAX_CHUNK_LINE => Ok(Step::More),
             _ => Err(ExchangeError::Malformed("invalid chunk size")),
         },
         Chunk::Data(left) => {
@@ -900,6 +947,38 @@ mod tests {
         for (fields, method, status, version, want) in cases {
             let got = framing_of(fields, method.clone(), *status, *version);
             assert_eq!(&got, want, "{fields:?} {method} {status}");
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines_follow_rfc_9112() {
+        let ok: &[(&[u8], usize, u64)] = &[
+            (b"5\r\n", 3, 5),
+            (b"0\r\n\r\n", 3, 0),
+            (b"aF;name=value\r\nxx", 15, 0xaf),
+            (b"1 ; a=\"b c\"\r\n", 13, 1),
+            (b"ffffffffffffffff\r\n", 18, u64::MAX),
+            (b"0000000000000010\r\n", 18, 16),
+        ];
+        for (line, used, size) in ok {
+            assert_eq!(parse_chunk_line(line), Ok(Some((*used, *size))), "{line:?}");
+        }
+        for partial in [&b""[..], b"5", b"5\r", b"5;ext", b"5 "] {
+            assert_eq!(parse_chunk_line(partial), Ok(None), "{partial:?}");
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b" \r\n",
+            b";x\r\n",
+            b"5\n",
+            b"5;a\nb\r\n",
+            b"5\rx",
+            b"5x\r\n",
+            b"5;a\x00\r\n",
+            b"10000000000000000\r\n",
+            b"-1\r\n",
+        ] {
+            assert_eq!(parse_chunk_line(bad), Err(()), "{bad:?}");
         }
     }
 
