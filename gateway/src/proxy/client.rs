@@ -234,6 +234,9 @@ struct Exchange {
     conn: Option<Conn>,
     upload: Option<Upload>,
     sent: bool,
+    /// Writing the request failed after part of it had left; an answer may still be
+    /// there to read (an upstream that answered early and reset the connection).
+    write_failed: Option<ExchangeError>,
     method: Method,
     reused: bool,
     pool: Arc<PoolInner>,
@@ -245,6 +248,7 @@ impl Exchange {
             conn: Some(conn),
             upload: Some(upload),
             sent: false,
+            write_failed: None,
             method,
             reused,
             pool,
@@ -273,12 +277,15 @@ impl Future for Exchange {
             let gone = io::Error::other("exchange polled after it ended");
             return Poll::Ready(Err(Failed::Error(ClientError::Exchange(gone.into()))));
         };
-        if !this.sent {
+        if !this.sent && this.write_failed.is_none() {
             match upload.poll_send(conn, cx) {
                 Poll::Ready(Ok(())) => this.sent = true,
                 Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
                     return Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
                 }
+                // Read on: the connection is gone, so the read ends soon too, with the
+                // answer if the upstream sent one before it reset the connection.
+                Poll::Ready(Err(e)) if upload.abandon() => this.write_failed = Some(e),
                 Poll::Ready(Err(e)) => return this.retry_or(e),
                 Poll::Pending => {}
             }
@@ -293,19 +300,24 @@ impl Future for Exchange {
                     unreachable!("both checked above")
                 };
                 upload.answered();
-                let upload = (!this.sent).then_some(upload);
+                let upload = (!this.sent && this.write_failed.is_none()).then_some(upload);
+                let keep_alive = keep_alive && this.write_failed.is_none();
                 let pool = this.pool.clone();
                 Poll::Ready(Ok(
                     response.map(|()| PooledBody::new(conn, framing, keep_alive, upload, pool))
                 ))
             }
             Err(HeadError::Silent(e)) => {
-                let e = HeadError::Silent(e).into_error();
+                let e = this
+                    .write_failed
+                    .take()
+                    .unwrap_or_else(|| HeadError::Silent(e).into_error());
                 this.retry_or(e)
             }
             Err(e) => {
                 this.conn = None;
-                Poll::Ready(Err(Failed::Error(ClientError::Exchange(e.into_error()))))
+                let e = this.write_failed.take().unwrap_or_else(|| e.into_error());
+                Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Review tests for the gateway's own HTTP/1.1 client (`proxy/client/h1.rs`).
 
 use gateway_test_support::{answer, within, Answer, ScriptedUpstream, TestGateway};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use super::{route, send_raw};
 
@@ -73,4 +74,71 @@ async fn chunk_size_lines_need_digits_and_no_bare_lf() {
         assert!(out.ends_with("ok"), "{what}: {out:?}");
         assert_eq!(up.connections(), 2, "{what}: the connection was reused");
     }
+}
+
+/// An upstream that refuses an upload early (413 with `connection: close`) and
+/// closes without reading the rest: the gateway's next write fails (reset), but the
+/// answer is already there to read. The client should get the upstream's 413, not a
+/// gateway 502.
+#[tokio::test]
+async fn an_early_refusal_followed_by_a_close_reaches_the_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\
+                          connection: close\r\n\r\nbig!",
+                    )
+                    .await;
+                // Closed with unread request bytes: a reset.
+                drop(s);
+            });
+        }
+    });
+    let gw = gateway_for(&addr.to_string()).await;
+    let len = 32 * 1024 * 1024;
+    let mut s = send_raw(
+        &gw,
+        format!("POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: {len}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let (mut rd, mut wr) = s.split();
+    let writer = async {
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..(len / block.len()) {
+            if wr.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+    };
+    let reader = async {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let (out, ()) = within("early refusal", async {
+        tokio::select! {
+            out = reader => (out, ()),
+            () = async { writer.await; std::future::pending::<()>().await } => unreachable!(),
+        }
+    })
+    .await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
 }

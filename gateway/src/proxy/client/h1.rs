@@ -482,6 +482,17 @@ impl Upload {
         true
     }
 
+    /// Writing to the connection failed: nothing more of it goes up there. The rest
+    /// of the body is let go unless none of the request had left (then it can still
+    /// go whole to another connection); true when part of it had left.
+    pub(crate) fn abandon(&mut self) -> bool {
+        if self.written == 0 {
+            return false;
+        }
+        self.body = None;
+        true
+    }
+
     /// The head has been answered: it will not be sent again.
     pub(crate) fn answered(&mut self) {
         self.replay = None;
