@@ -76,6 +76,42 @@ async fn chunk_size_lines_need_digits_and_no_bare_lf() {
     }
 }
 
+/// The trailer section ends with CRLF too (RFC 9112 7.1.2): httparse's
+/// `parse_headers` takes a bare LF for a line end, so `0\r\n\n` read as a clean end
+/// (hyper's decoder does not), and the connection went back to the pool.
+#[tokio::test]
+async fn a_trailer_section_ended_by_a_bare_lf_is_not_a_clean_end() {
+    let cases: Vec<(&str, &[u8])> = vec![
+        (
+            "empty section ended by LF",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n",
+        ),
+        (
+            "field ended by LF",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx: y\n\r\n",
+        ),
+    ];
+    for (what, bytes) in cases {
+        let (up, gw) = scripted(vec![answer(bytes), answer(OK_SHORT)]).await;
+        let out = raw(
+            &gw,
+            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            !out.ends_with("0\r\n\r\n"),
+            "{what}: the gateway ended the body cleanly: {out:?}"
+        );
+        let out = raw(
+            &gw,
+            b"GET /b HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.ends_with("ok"), "{what}: {out:?}");
+        assert_eq!(up.connections(), 2, "{what}: the connection was reused");
+    }
+}
+
 /// An upstream that refuses an upload early (413 with `connection: close`) and
 /// closes without reading the rest: the gateway's next write fails (reset), but the
 /// answer is already there to read. The client should get the upstream's 413, not a

@@ -833,6 +833,14 @@ fn parse_chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ()> {
     Ok(None)
 }
 
+/// True when an LF in `bytes` has no CR before it.
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+}
+
 /// What one step of the chunked decoder found.
 enum Step {
     /// Moved on; look again.
@@ -888,6 +896,10 @@ fn step_chunked(conn: &mut Conn, state: Chunk) -> Result<Step, ExchangeError> {
         Chunk::Trailers => {
             let mut slots = [httparse::EMPTY_HEADER; 64];
             match httparse::parse_headers(read, &mut slots) {
+                // httparse takes a bare LF for a line end; the chunked framing does not.
+                Ok(httparse::Status::Complete((used, _))) if has_bare_lf(&read[..used]) => {
+                    Err(ExchangeError::Malformed("invalid trailer section"))
+                }
                 Ok(httparse::Status::Complete((used, fields))) => {
                     let mut trailers = HeaderMap::new();
                     for f in fields.iter() {
