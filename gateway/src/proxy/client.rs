@@ -278,7 +278,7 @@ impl Future for Exchange {
             return Poll::Ready(Err(Failed::Error(ClientError::Exchange(gone.into()))));
         };
         if !this.sent && this.write_failed.is_none() {
-            match upload.poll_send(conn, cx) {
+            match conn.poll_send(upload, cx) {
                 Poll::Ready(Ok(())) => this.sent = true,
                 Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
                     return Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
@@ -489,6 +489,8 @@ impl PoolInner {
 type Slot<'a> = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>;
 
 /// What a request waiting for a connection got: one to reuse, or leave to open one.
+// Only on the slow path, and moved once: boxing the connection would cost more.
+#[allow(clippy::large_enum_variant)]
 enum Got<'a> {
     Idle(Conn),
     Slot(Slot<'a>),

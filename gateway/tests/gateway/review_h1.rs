@@ -185,7 +185,6 @@ async fn an_early_refusal_followed_by_a_close_reaches_the_client() {
 /// upload on its own; here it only moves while the response body is polled, which
 /// stops as soon as the client's socket is full: neither side moves again.
 #[tokio::test]
-#[ignore = "review finding: the upload after an early answer only moves while the response body is read"]
 async fn an_upload_after_an_early_answer_does_not_wait_for_the_answer_to_be_read() {
     const LEN: usize = 48 * 1024 * 1024;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -28,7 +28,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use super::PoolInner;
 use crate::proxy::body::{BodyError, LimitedBody};
@@ -68,7 +70,7 @@ pub enum ExchangeError {
 /// and by one request at a time.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: TcpStream,
+    io: Io,
     /// Bytes read and not yet consumed; response heads and bodies are split off it.
     read: BytesMut,
     /// Where request heads and chunk-size lines are written before they are sent.
@@ -81,10 +83,21 @@ pub(crate) struct Conn {
     spare: HeaderMap,
 }
 
+/// The socket: whole, or its read half while the write half finishes an upload the
+/// upstream answered early (in a task of its own, so that it moves on while the
+/// response waits for its client).
+#[derive(Debug)]
+enum Io {
+    Whole(TcpStream),
+    Reading(OwnedReadHalf),
+    /// Only between the two above.
+    Gone,
+}
+
 impl Conn {
     pub(crate) fn new(io: TcpStream) -> Self {
         Self {
-            io,
+            io: Io::Whole(io),
             read: BytesMut::new(),
             write: BytesMut::new(),
             read_size: MIN_READ,
@@ -103,13 +116,62 @@ impl Conn {
     /// unasked while it was idle. Costs no system call unless the socket has turned
     /// readable since the last read.
     pub(crate) fn is_usable(&self) -> bool {
+        let Io::Whole(io) = &self.io else {
+            return false;
+        };
         let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
+        match io.poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             Poll::Ready(Ok(())) => {
                 let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                matches!(io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes the request on the whole socket (see [`Upload::poll_send`]).
+    pub(crate) fn poll_send(
+        &mut self,
+        upload: &mut Upload,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        match &mut self.io {
+            Io::Whole(io) => upload.poll_send(io, &mut self.write, cx),
+            Io::Reading(_) | Io::Gone => Poll::Ready(Err(ExchangeError::Io(io::Error::other(
+                "the connection's write side is busy elsewhere",
+            )))),
+        }
+    }
+
+    /// Splits off the write half, for an upload to go on in a task of its own.
+    fn split_writer(&mut self) -> Option<OwnedWriteHalf> {
+        match std::mem::replace(&mut self.io, Io::Gone) {
+            Io::Whole(io) => {
+                let (read, write) = io.into_split();
+                self.io = Io::Reading(read);
+                Some(write)
+            }
+            other => {
+                self.io = other;
+                None
+            }
+        }
+    }
+
+    /// Puts the write half back after its upload; false when it is not this socket's.
+    fn reunite(&mut self, write: OwnedWriteHalf) -> bool {
+        match std::mem::replace(&mut self.io, Io::Gone) {
+            Io::Reading(read) => match read.reunite(write) {
+                Ok(io) => {
+                    self.io = Io::Whole(io);
+                    true
+                }
+                Err(_) => false,
+            },
+            other => {
+                self.io = other;
+                false
             }
         }
     }
@@ -120,11 +182,11 @@ impl Conn {
             self.read.reserve(self.read_size);
         }
         let room = self.read.capacity() - self.read.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.read
-        ))?;
+        let n = ready!(match &mut self.io {
+            Io::Whole(io) => tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.read),
+            Io::Reading(io) => tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.read),
+            Io::Gone => Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected))),
+        })?;
         if n == room && self.read_size < MAX_READ {
             self.read_size *= 2;
         }
@@ -503,14 +565,16 @@ impl Upload {
         self.end += 1;
     }
 
-    /// Writes what is queued and what the body has ready, until all of it is sent.
-    pub(crate) fn poll_send(
+    /// Writes what is queued and what the body has ready, until all of it is sent;
+    /// chunk-size lines are written into `scratch`.
+    fn poll_send<W: AsyncWrite + Unpin>(
         &mut self,
-        conn: &mut Conn,
+        io: &mut W,
+        scratch: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ExchangeError>> {
         loop {
-            self.poll_body(conn, cx)?;
+            self.poll_body(scratch, cx)?;
             if self.start == self.end {
                 return if self.body.is_none() {
                     Poll::Ready(Ok(()))
@@ -523,8 +587,7 @@ impl Upload {
             for (slice, bytes) in slices.iter_mut().zip(queued) {
                 *slice = IoSlice::new(bytes);
             }
-            let n =
-                ready!(Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..queued.len()]))?;
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..queued.len()]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
@@ -550,7 +613,11 @@ impl Upload {
     }
 
     /// Queues the body's ready frames while there is room for one more chunk.
-    fn poll_body(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Result<(), ExchangeError> {
+    fn poll_body(
+        &mut self,
+        scratch: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Result<(), ExchangeError> {
         while self.end + 3 <= OUTBOX {
             let Some(body) = self.body.as_mut() else {
                 return Ok(());
@@ -573,7 +640,7 @@ impl Upload {
             match frame.into_data() {
                 Ok(data) if data.is_empty() => {}
                 Ok(data) if self.chunked => {
-                    let w = &mut conn.write;
+                    let w = &mut *scratch;
                     let _ = write!(w, "{:x}\r\n", data.len());
                     let line = w.split().freeze();
                     self.push(line);
@@ -585,7 +652,7 @@ impl Upload {
                     // Trailers end the body; only chunked framing can carry them.
                     self.body = None;
                     if self.chunked {
-                        let w = &mut conn.write;
+                        let w = &mut *scratch;
                         w.extend_from_slice(b"0\r\n");
                         if let Ok(trailers) = frame.into_trailers() {
                             for (name, value) in &trailers {
@@ -608,32 +675,46 @@ impl Upload {
 }
 
 /// An upstream response body, read from the connection as the client side asks for
-/// it. Read to its end, its connection goes back to the pool (after any upload still
-/// going finishes); dropped before that, the connection is closed, since HTTP/1.1
+/// it. Read to its end, its connection goes back to the pool (once any upload still
+/// going has finished); dropped before that, the connection is closed, since HTTP/1.1
 /// cannot abandon a response midway.
 #[derive(Debug)]
 pub struct PooledBody {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
-    /// A request body still going up after an early answer.
-    upload: Option<Box<Upload>>,
+    /// Where the connection goes at the end while an upload still runs on its write
+    /// half: to the upload's task, which puts it back together and back in the pool.
+    upload_task: Option<oneshot::Sender<Conn>>,
     pool: Arc<PoolInner>,
 }
 
 impl PooledBody {
+    /// The body after a response head; `upload`, when the request is still going up,
+    /// goes on in a task of its own on the connection's write half.
     pub(crate) fn new(
-        conn: Conn,
+        mut conn: Conn,
         framing: Framing,
-        keep_alive: bool,
+        mut keep_alive: bool,
         upload: Option<Upload>,
         pool: Arc<PoolInner>,
     ) -> Self {
+        let upload_task = match upload {
+            None => None,
+            Some(upload) => {
+                let task = conn
+                    .split_writer()
+                    .and_then(|write| finish_upload(pool.clone(), write, upload));
+                // Without its task the upload stops here, and so does the connection.
+                keep_alive &= task.is_some();
+                task
+            }
+        };
         let mut body = Self {
             conn: Some(conn),
             framing,
             keep_alive,
-            upload: upload.map(Box::new),
+            upload_task,
             pool,
         };
         if matches!(framing, Framing::Done) {
@@ -650,15 +731,18 @@ impl PooledBody {
         if !self.keep_alive || !conn.read.is_empty() {
             return;
         }
-        match self.upload.take() {
+        match self.upload_task.take() {
             None => self.pool.put(conn),
-            Some(upload) => finish_upload(self.pool.clone(), conn, upload),
+            // If the upload failed meanwhile, its task is gone and the connection with it.
+            Some(task) => {
+                let _ = task.send(conn);
+            }
         }
     }
 
     fn fail(&mut self, e: ExchangeError) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         self.conn = None;
-        self.upload = None;
+        self.upload_task = None;
         self.framing = Framing::Done;
         Poll::Ready(Some(Err(e)))
     }
@@ -671,18 +755,30 @@ impl PooledBody {
     }
 }
 
-/// An upload the upstream answered before it ended goes on in a task of its own;
-/// the connection is reused once it is over.
-fn finish_upload(pool: Arc<PoolInner>, mut conn: Conn, mut upload: Box<Upload>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
+/// Sends the rest of an upload the upstream answered before it ended, in a task of its
+/// own: the client may send its whole body before it reads the answer, so the upload
+/// cannot wait on the response being read. Once both are over, cleanly, the task puts
+/// the connection back together and back in the pool. `None` outside a runtime.
+fn finish_upload(
+    pool: Arc<PoolInner>,
+    mut write: OwnedWriteHalf,
+    mut upload: Upload,
+) -> Option<oneshot::Sender<Conn>> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (tx, rx) = oneshot::channel::<Conn>();
     runtime.spawn(async move {
-        let sent = std::future::poll_fn(|cx| upload.poll_send(&mut conn, cx)).await;
-        if sent.is_ok() && conn.read.is_empty() {
+        let mut scratch = BytesMut::new();
+        let sent = std::future::poll_fn(|cx| upload.poll_send(&mut write, &mut scratch, cx)).await;
+        if sent.is_err() {
+            return;
+        }
+        // The response's end, when it ends cleanly.
+        let Ok(mut conn) = rx.await else { return };
+        if conn.reunite(write) {
             pool.put(conn);
         }
     });
+    Some(tx)
 }
 
 impl Body for PooledBody {
@@ -694,20 +790,6 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         let this = &mut *self;
-        let Some(conn) = this.conn.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if let Some(upload) = this.upload.as_mut() {
-            match upload.poll_send(conn, cx) {
-                Poll::Ready(Ok(())) => this.upload = None,
-                // The answer stands; the connection does not.
-                Poll::Ready(Err(_)) => {
-                    this.upload = None;
-                    this.keep_alive = false;
-                }
-                Poll::Pending => {}
-            }
-        }
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
