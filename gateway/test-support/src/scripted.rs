@@ -134,8 +134,8 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Strin
         head_end + len
     } else if head.contains("transfer-encoding: chunked") {
         loop {
-            if let Some(at) = find(&buf[head_end..], b"0\r\n\r\n") {
-                break head_end + at + 5;
+            if let Some(len) = chunked_len(&buf[head_end..]) {
+                break head_end + len;
             }
             read_more(stream, buf).await?;
         }
@@ -160,4 +160,31 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The length of a complete chunked body at the start of `body` (chunks, the last
+/// chunk, trailers and the final CRLF), or `None` while it is incomplete.
+fn chunked_len(body: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let line_end = at + find(&body[at..], b"\r\n")?;
+        let line = std::str::from_utf8(&body[at..line_end]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            // Trailer fields, each ending in CRLF, then an empty line.
+            loop {
+                let end = at + find(&body[at..], b"\r\n")?;
+                let empty = end == at;
+                at = end + 2;
+                if empty {
+                    return Some(at);
+                }
+            }
+        }
+        at += size + 2;
+        if at > body.len() {
+            return None;
+        }
+    }
 }

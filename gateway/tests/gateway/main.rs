@@ -11,7 +11,6 @@ mod idle;
 mod pool;
 mod reload;
 mod responses;
-mod review_h1;
 mod routing;
 mod shutdown;
 mod streaming;

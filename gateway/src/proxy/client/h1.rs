@@ -655,7 +655,8 @@ impl Upload {
                         let w = &mut *scratch;
                         w.extend_from_slice(b"0\r\n");
                         if let Ok(trailers) = frame.into_trailers() {
-                            for (name, value) in &trailers {
+                            let allowed = trailers.iter().filter(|(n, _)| trailer_allowed(n));
+                            for (name, value) in allowed {
                                 w.extend_from_slice(name.as_str().as_bytes());
                                 w.extend_from_slice(b": ");
                                 w.extend_from_slice(value.as_bytes());
@@ -672,6 +673,23 @@ impl Upload {
         }
         Ok(())
     }
+}
+
+/// False for fields a trailer section must not carry (RFC 9110 6.5.1): framing,
+/// routing and connection fields, which the upstream might otherwise act on.
+fn trailer_allowed(name: &HeaderName) -> bool {
+    use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    ![
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        HOST,
+        CONNECTION,
+        TE,
+        TRAILER,
+        UPGRADE,
+    ]
+    .contains(name)
+        && name.as_str() != "keep-alive"
 }
 
 /// An upstream response body, read from the connection as the client side asks for
