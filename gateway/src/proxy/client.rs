@@ -431,7 +431,8 @@ impl PoolInner {
     }
 
     /// Takes a connection back after an exchange that ended cleanly.
-    pub(crate) fn put(self: &Arc<Self>, conn: Conn) {
+    pub(crate) fn put(self: &Arc<Self>, mut conn: Conn) {
+        conn.idle();
         {
             let mut idle = self.lock();
             if idle.len() >= self.settings.max_idle_per_endpoint {

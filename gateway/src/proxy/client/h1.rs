@@ -106,6 +106,15 @@ impl Conn {
         }
     }
 
+    /// Called as the connection goes idle: a read buffer grown for a large body is let
+    /// go, so an idle connection holds `MIN_READ` at most, not the largest body's reads.
+    pub(crate) fn idle(&mut self) {
+        if self.read_size > MIN_READ {
+            self.read = BytesMut::new();
+            self.read_size = MIN_READ;
+        }
+    }
+
     /// Keeps a request's header map, emptied, for the response's headers.
     pub(crate) fn recycle(&mut self, mut headers: HeaderMap) {
         headers.clear();
@@ -1103,6 +1112,35 @@ mod tests {
         ] {
             assert_eq!(parse_chunk_line(bad), Err(()), "{bad:?}");
         }
+    }
+
+    /// Reads grow while they fill the buffer (as hyper's do), and a connection going
+    /// idle lets the grown buffer go.
+    #[tokio::test]
+    async fn a_read_buffer_grown_for_a_large_body_is_let_go_when_idle() {
+        use tokio::io::AsyncWriteExt;
+        const LEN: usize = 1 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        tokio::spawn(async move { server.write_all(&vec![7u8; LEN]).await });
+        let mut conn = Conn::new(client);
+        let mut total = 0;
+        while total < LEN {
+            let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
+                .await
+                .expect("read");
+            assert!(n > 0, "ended after {total} bytes");
+            total += n;
+            conn.read.clear();
+        }
+        assert!(conn.read_size > MIN_READ, "{}", conn.read_size);
+        assert!(conn.read_size <= MAX_READ, "{}", conn.read_size);
+        conn.idle();
+        assert_eq!((conn.read_size, conn.read.capacity()), (MIN_READ, 0));
     }
 
     #[test]
