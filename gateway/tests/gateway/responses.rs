@@ -28,6 +28,35 @@ async fn scripted(script: Vec<Answer>) -> (ScriptedUpstream, TestGateway) {
     (up, gw)
 }
 
+/// Checks a response whose body breaks its framing after the head: the client sees
+/// it cut short (or nothing, when the gateway had not flushed the head yet), never a
+/// gateway error and never a clean end; and the connection is not used again.
+async fn cut_short(what: &str, broken: Answer) {
+    let (up, gw) = scripted(vec![broken, answer(OK_SHORT)]).await;
+    let out = raw(
+        &gw,
+        b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !out.contains("x-gateway-error"),
+        "{what}: too late for a 502: {out}"
+    );
+    assert!(!out.ends_with("0\r\n\r\n"), "{what}: a clean end: {out:?}");
+    if let Some((_, body)) = out.split_once("\r\n\r\n") {
+        assert!(
+            !out.contains("content-length: 10") || body.len() < 10,
+            "{what}: {out:?}"
+        );
+    }
+    assert_eq!(
+        Client::default().get(&gw.url("/b")).await.body,
+        "ok",
+        "{what}"
+    );
+    assert_eq!(up.connections(), 2, "{what}: the connection was reused");
+}
+
 const OK_SHORT: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 /// Everything a raw client gets for `request` until the gateway closes (the request
@@ -246,29 +275,7 @@ async fn a_broken_body_cuts_the_response_short() {
         ),
     ];
     for (what, bytes) in cases {
-        let (up, gw) = scripted(vec![answer_then_close(bytes), answer(OK_SHORT)]).await;
-        let out = raw(
-            &gw,
-            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(
-            !out.contains("x-gateway-error"),
-            "{what}: too late for a 502: {out}"
-        );
-        assert!(!out.ends_with("0\r\n\r\n"), "{what}: a clean end: {out:?}");
-        if let Some((_, body)) = out.split_once("\r\n\r\n") {
-            assert!(
-                !out.contains("content-length: 10") || body.len() < 10,
-                "{what}: {out:?}"
-            );
-        }
-        assert_eq!(
-            Client::default().get(&gw.url("/b")).await.body,
-            "ok",
-            "{what}"
-        );
-        assert_eq!(up.connections(), 2, "{what}");
+        cut_short(what, answer_then_close(bytes)).await;
     }
 }
 
@@ -414,23 +421,7 @@ async fn chunk_size_lines_need_digits_and_no_bare_lf() {
         ),
     ];
     for (what, bytes) in cases {
-        let (up, gw) = scripted(vec![answer(bytes), answer(OK_SHORT)]).await;
-        let out = raw(
-            &gw,
-            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(
-            !out.ends_with("0\r\n\r\n"),
-            "{what}: the gateway ended the body cleanly: {out:?}"
-        );
-        let out = raw(
-            &gw,
-            b"GET /b HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(out.ends_with("ok"), "{what}: {out:?}");
-        assert_eq!(up.connections(), 2, "{what}: the connection was reused");
+        cut_short(what, answer(bytes)).await;
     }
 }
 
@@ -450,23 +441,7 @@ async fn a_trailer_section_ended_by_a_bare_lf_is_not_a_clean_end() {
         ),
     ];
     for (what, bytes) in cases {
-        let (up, gw) = scripted(vec![answer(bytes), answer(OK_SHORT)]).await;
-        let out = raw(
-            &gw,
-            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(
-            !out.ends_with("0\r\n\r\n"),
-            "{what}: the gateway ended the body cleanly: {out:?}"
-        );
-        let out = raw(
-            &gw,
-            b"GET /b HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(out.ends_with("ok"), "{what}: {out:?}");
-        assert_eq!(up.connections(), 2, "{what}: the connection was reused");
+        cut_short(what, answer(bytes)).await;
     }
 }
 
