@@ -591,3 +591,60 @@ async fn request_trailers_go_up_without_framing_or_routing_fields() {
     let (_, body) = sent.split_once("\r\n\r\n").unwrap();
     assert_eq!(body, "3\r\nabc\r\n0\r\nx-sum: 7\r\n\r\n", "{sent:?}");
 }
+
+/// An upstream that answers an upload early with `connection: close` has ended the
+/// exchange: once its answer is through, the gateway lets go of the connection even
+/// though the client has not sent (and may never send) the rest of its body. Before,
+/// the upload's task held the write half (so the socket) for as long as the client
+/// kept its connection open, with nothing ever to come of it.
+#[tokio::test]
+async fn an_upload_answered_early_with_close_lets_go_of_the_connection_at_the_answers_end() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        s.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!",
+        )
+        .await
+        .unwrap();
+        // Keeps reading (and dropping) whatever comes, until the gateway closes.
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let gw = gateway_for(&addr.to_string()).await;
+    let mut s = send_raw(
+        &gw,
+        b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 1000000\r\n\r\nsome of it",
+    )
+    .await;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    within("the early answer", async {
+        while !out.ends_with(b"big!") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(out.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&out));
+    // The client keeps its connection open and sends nothing more.
+    let closed = tokio::time::timeout(Duration::from_secs(3), closed_rx).await;
+    assert!(closed.is_ok(), "the upstream connection is still open");
+    drop(s);
+}

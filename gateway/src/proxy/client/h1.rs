@@ -19,6 +19,7 @@
 use std::fmt::Write as _;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -756,6 +757,9 @@ impl PooledBody {
             return;
         };
         if !self.keep_alive || !conn.read.is_empty() {
+            // Not reused: an upload still going has no one left to answer it (a close
+            // means the upstream closes after its response), so its task stops too.
+            self.upload_task = None;
             return;
         }
         match self.upload_task.take() {
@@ -795,12 +799,35 @@ fn finish_upload(
     let (tx, rx) = oneshot::channel::<Conn>();
     runtime.spawn(async move {
         let mut scratch = BytesMut::new();
-        let sent = std::future::poll_fn(|cx| upload.poll_send(&mut write, &mut scratch, cx)).await;
+        let mut rx = rx;
+        let mut conn = None;
+        // The upload goes on while the response is read; a response that fails, is
+        // dropped early or ends without keep-alive drops the sender, and the upload
+        // stops with it (else the socket stays open for as long as either peer stalls).
+        let sent = std::future::poll_fn(|cx| {
+            if conn.is_none() {
+                match Pin::new(&mut rx).poll(cx) {
+                    Poll::Ready(Ok(c)) => conn = Some(c),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(None)),
+                    Poll::Pending => {}
+                }
+            }
+            upload
+                .poll_send(&mut write, &mut scratch, cx)
+                .map_err(Some)
+        })
+        .await;
         if sent.is_err() {
             return;
         }
         // The response's end, when it ends cleanly.
-        let Ok(mut conn) = rx.await else { return };
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => match rx.await {
+                Ok(conn) => conn,
+                Err(_) => return,
+            },
+        };
         if conn.reunite(write) {
             pool.put(conn);
         }
