@@ -648,3 +648,22 @@ async fn an_upload_answered_early_with_close_lets_go_of_the_connection_at_the_an
     assert!(closed.is_ok(), "the upstream connection is still open");
     drop(s);
 }
+
+/// `Proxy-*` fields are the client-to-gateway hop's own (credentials for the proxy,
+/// say): the gateway strips them from the head, and a trailer must not carry them up
+/// either.
+#[tokio::test]
+async fn request_trailers_go_up_without_proxy_fields() {
+    let (up, gw) = scripted(vec![answer(OK_SHORT)]).await;
+    let out = raw(
+        &gw,
+        b"POST /t HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\
+          connection: close\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 7\r\n\
+          proxy-authorization: Basic c2VjcmV0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let sent = &up.requests()[0];
+    let (_, body) = sent.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body, "3\r\nabc\r\n0\r\nx-sum: 7\r\n\r\n", "{sent:?}");
+}

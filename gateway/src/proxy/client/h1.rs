@@ -700,6 +700,8 @@ fn trailer_allowed(name: &HeaderName) -> bool {
     ]
     .contains(name)
         && name.as_str() != "keep-alive"
+        // The client-to-gateway hop's own (`Proxy-Authorization`...), stripped from the head.
+        && !name.as_str().starts_with("proxy-")
 }
 
 /// An upstream response body, read from the connection as the client side asks for
