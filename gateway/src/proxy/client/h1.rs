@@ -110,7 +110,9 @@ impl Conn {
     /// Called as the connection goes idle: a read buffer grown for a large body is let
     /// go, so an idle connection holds `MIN_READ` at most, not the largest body's reads.
     pub(crate) fn idle(&mut self) {
-        if self.read_size > MIN_READ {
+        // A long head grows the buffer without doubling `read_size`; some slack over
+        // `MIN_READ` is kept, so a usual exchange does not cost an allocation.
+        if self.read_size > MIN_READ || self.read.capacity() > 2 * MIN_READ {
             self.read = BytesMut::new();
             self.read_size = MIN_READ;
         }
@@ -1170,6 +1172,32 @@ mod tests {
         assert!(conn.read_size <= MAX_READ, "{}", conn.read_size);
         conn.idle();
         assert_eq!((conn.read_size, conn.read.capacity()), (MIN_READ, 0));
+    }
+
+    /// A read buffer grown for a long head (reads that never filled it, so no
+    /// doubling) is let go too when the connection goes idle.
+    #[tokio::test]
+    async fn a_read_buffer_grown_for_a_long_head_is_let_go_when_idle() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let mut conn = Conn::new(client);
+        // 60 KiB of head arriving in pieces smaller than a read.
+        for _ in 0..30 {
+            server.write_all(&[b'h'; 2048]).await.expect("write");
+            let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
+                .await
+                .expect("read");
+            assert!(n > 0);
+        }
+        assert!(conn.read.capacity() > 4 * MIN_READ, "{}", conn.read.capacity());
+        conn.read.clear();
+        conn.idle();
+        assert!(conn.read.capacity() <= MIN_READ, "{}", conn.read.capacity());
     }
 
     #[test]
