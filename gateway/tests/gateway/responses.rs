@@ -642,7 +642,11 @@ async fn an_upload_answered_early_with_close_lets_go_of_the_connection_at_the_an
         }
     })
     .await;
-    assert!(out.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        out.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     // The client keeps its connection open and sends nothing more.
     let closed = tokio::time::timeout(Duration::from_secs(3), closed_rx).await;
     assert!(closed.is_ok(), "the upstream connection is still open");
@@ -650,16 +654,17 @@ async fn an_upload_answered_early_with_close_lets_go_of_the_connection_at_the_an
 }
 
 /// `Proxy-*` fields are the client-to-gateway hop's own (credentials for the proxy,
-/// say): the gateway strips them from the head, and a trailer must not carry them up
-/// either.
+/// say), and `X-Forwarded-*`, `Forwarded` and `X-Request-Id` are the gateway's to set:
+/// the head has them stripped or set, and a trailer must not carry the client's up.
 #[tokio::test]
-async fn request_trailers_go_up_without_proxy_fields() {
+async fn request_trailers_go_up_without_proxy_or_forwarding_fields() {
     let (up, gw) = scripted(vec![answer(OK_SHORT)]).await;
     let out = raw(
         &gw,
         b"POST /t HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\
           connection: close\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 7\r\n\
-          proxy-authorization: Basic c2VjcmV0\r\n\r\n",
+          proxy-authorization: Basic c2VjcmV0\r\nx-forwarded-for: 10.0.0.1\r\n\
+          forwarded: for=10.0.0.1\r\nx-request-id: spoofed\r\n\r\n",
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");

@@ -17,9 +17,9 @@
 //! cleanly on both sides, with keep-alive, and nothing left over.
 
 use std::fmt::Write as _;
+use std::future::Future as _;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -688,9 +688,13 @@ impl Upload {
 }
 
 /// False for fields a trailer section must not carry (RFC 9110 6.5.1): framing,
-/// routing and connection fields, which the upstream might otherwise act on.
+/// routing and connection fields, which the upstream might otherwise act on; the
+/// client-to-gateway hop's own (`Proxy-*`), stripped from the head; and the fields the
+/// gateway vouches for in the head (`X-Forwarded-*`, `Forwarded`, `X-Request-Id`), which
+/// an upstream merging trailers into headers would otherwise take from the client.
 fn trailer_allowed(name: &HeaderName) -> bool {
-    use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    use http::header::{CONNECTION, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    let n = name.as_str();
     ![
         CONTENT_LENGTH,
         TRANSFER_ENCODING,
@@ -699,11 +703,13 @@ fn trailer_allowed(name: &HeaderName) -> bool {
         TE,
         TRAILER,
         UPGRADE,
+        FORWARDED,
     ]
     .contains(name)
-        && name.as_str() != "keep-alive"
-        // The client-to-gateway hop's own (`Proxy-Authorization`...), stripped from the head.
-        && !name.as_str().starts_with("proxy-")
+        && n != "keep-alive"
+        && n != "x-request-id"
+        && !n.starts_with("proxy-")
+        && !n.starts_with("x-forwarded-")
 }
 
 /// An upstream response body, read from the connection as the client side asks for
@@ -816,9 +822,7 @@ fn finish_upload(
                     Poll::Pending => {}
                 }
             }
-            upload
-                .poll_send(&mut write, &mut scratch, cx)
-                .map_err(Some)
+            upload.poll_send(&mut write, &mut scratch, cx).map_err(Some)
         })
         .await;
         if sent.is_err() {
@@ -1194,7 +1198,11 @@ mod tests {
                 .expect("read");
             assert!(n > 0);
         }
-        assert!(conn.read.capacity() > 4 * MIN_READ, "{}", conn.read.capacity());
+        assert!(
+            conn.read.capacity() > 4 * MIN_READ,
+            "{}",
+            conn.read.capacity()
+        );
         conn.read.clear();
         conn.idle();
         assert!(conn.read.capacity() <= MIN_READ, "{}", conn.read.capacity());
