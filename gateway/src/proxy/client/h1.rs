@@ -1149,20 +1149,25 @@ mod tests {
         }
     }
 
+    /// A `Conn` on a loopback connection, and the socket at its other end.
+    async fn connected() -> (Conn, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (Conn::new(client), server)
+    }
+
     /// Reads grow while they fill the buffer (as hyper's do), and a connection going
     /// idle lets the grown buffer go.
     #[tokio::test]
     async fn a_read_buffer_grown_for_a_large_body_is_let_go_when_idle() {
         use tokio::io::AsyncWriteExt;
         const LEN: usize = 1 << 20;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = TcpStream::connect(addr).await.expect("connect");
-        let (mut server, _) = listener.accept().await.expect("accept");
+        let (mut conn, mut server) = connected().await;
         tokio::spawn(async move { server.write_all(&vec![7u8; LEN]).await });
-        let mut conn = Conn::new(client);
         let mut total = 0;
         while total < LEN {
             let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
@@ -1183,13 +1188,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_buffer_grown_for_a_long_head_is_let_go_when_idle() {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = TcpStream::connect(addr).await.expect("connect");
-        let (mut server, _) = listener.accept().await.expect("accept");
-        let mut conn = Conn::new(client);
+        let (mut conn, mut server) = connected().await;
         // 60 KiB of head arriving in pieces smaller than a read.
         for _ in 0..30 {
             server.write_all(&[b'h'; 2048]).await.expect("write");
