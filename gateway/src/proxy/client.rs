@@ -179,10 +179,7 @@ impl Future for SendFuture {
             },
         };
         let (upload, method, pool) = retry;
-        let mut future: SlowFuture = Box::pin(async move {
-            let (conn, reused) = pool.acquire().await?;
-            run(pool, conn, reused, *upload, method).await
-        });
+        let mut future: SlowFuture = Box::pin(run(pool, None, *upload, method));
         let polled = future.as_mut().poll(cx);
         *state = SendState::Slow { future };
         polled
@@ -199,26 +196,26 @@ async fn send_slow(
     let (mut conn, reused) = pool.acquire().await?;
     let upload = Upload::start(&mut conn, &parts, framing, body);
     conn.recycle(parts.headers);
-    run(pool, conn, reused, upload, parts.method).await
+    run(pool, Some((conn, reused)), upload, parts.method).await
 }
 
-/// Runs the exchange, on further connections while a reused one fails it in a way
-/// that allows another attempt.
+/// Runs the exchange on `first` (else on a connection from the pool), and on further
+/// ones while a reused connection fails it in a way that allows another attempt.
 async fn run(
     pool: Arc<PoolInner>,
-    mut conn: Conn,
-    mut reused: bool,
+    mut first: Option<(Conn, bool)>,
     mut upload: Upload,
     mut method: Method,
 ) -> Result<Response<PooledBody>, ClientError> {
     loop {
+        let (conn, reused) = match first.take() {
+            Some(conn) => conn,
+            None => pool.acquire().await?,
+        };
         match Exchange::new(conn, upload, method, reused, pool.clone()).await {
             Ok(response) => return Ok(response),
             Err(Failed::Error(e)) => return Err(e),
-            Err(Failed::Retry(again, m)) => {
-                (upload, method) = (*again, m);
-                (conn, reused) = pool.acquire().await?;
-            }
+            Err(Failed::Retry(again, m)) => (upload, method) = (*again, m),
         }
     }
 }
@@ -233,7 +230,6 @@ enum Failed {
 struct Exchange {
     conn: Option<Conn>,
     upload: Option<Upload>,
-    sent: bool,
     /// Writing the request failed after part of it had left; an answer may still be
     /// there to read (an upstream that answered early and reset the connection).
     write_failed: Option<ExchangeError>,
@@ -247,7 +243,6 @@ impl Exchange {
         Self {
             conn: Some(conn),
             upload: Some(upload),
-            sent: false,
             write_failed: None,
             method,
             reused,
@@ -277,9 +272,9 @@ impl Future for Exchange {
             let gone = io::Error::other("exchange polled after it ended");
             return Poll::Ready(Err(Failed::Error(ClientError::Exchange(gone.into()))));
         };
-        if !this.sent && this.write_failed.is_none() {
+        if !upload.is_sent() && this.write_failed.is_none() {
             match conn.poll_send(upload, cx) {
-                Poll::Ready(Ok(())) => this.sent = true,
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
                     return Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
                 }
@@ -300,18 +295,15 @@ impl Future for Exchange {
                     unreachable!("both checked above")
                 };
                 upload.answered();
-                let upload = (!this.sent && this.write_failed.is_none()).then_some(upload);
+                let upload = (!upload.is_sent() && this.write_failed.is_none()).then_some(upload);
                 let keep_alive = keep_alive && this.write_failed.is_none();
                 let pool = this.pool.clone();
                 Poll::Ready(Ok(
                     response.map(|()| PooledBody::new(conn, framing, keep_alive, upload, pool))
                 ))
             }
-            Err(HeadError::Silent(e)) => {
-                let e = this
-                    .write_failed
-                    .take()
-                    .unwrap_or_else(|| HeadError::Silent(e).into_error());
+            Err(e @ HeadError::Silent(_)) => {
+                let e = this.write_failed.take().unwrap_or_else(|| e.into_error());
                 this.retry_or(e)
             }
             Err(e) => {

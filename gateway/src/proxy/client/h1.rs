@@ -39,7 +39,7 @@ use crate::proxy::body::{BodyError, LimitedBody};
 /// Most header fields accepted in a response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
 /// Largest response head (status line and fields), and largest trailer section.
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEAD: usize = 64 * 1024;
 /// Longest chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
 /// First read size; doubled while reads fill it, up to `MAX_READ` (as hyper does).
@@ -567,6 +567,11 @@ impl Upload {
         true
     }
 
+    /// True once all of it, head and body, has been written.
+    pub(crate) fn is_sent(&self) -> bool {
+        self.body.is_none() && self.start == self.end
+    }
+
     /// The head has been answered: it will not be sent again.
     pub(crate) fn answered(&mut self) {
         self.replay = None;
@@ -862,13 +867,7 @@ impl Body for PooledBody {
                     return Poll::Ready(None);
                 }
                 Framing::Length(left) => {
-                    if !conn.read.is_empty() {
-                        let n = conn
-                            .read
-                            .len()
-                            .min(usize::try_from(left).unwrap_or(usize::MAX));
-                        let frame = conn.read.split_to(n).freeze();
-                        let left = left - n as u64;
+                    if let Some((frame, left)) = take_up_to(&mut conn.read, left) {
                         this.framing = if left == 0 {
                             Framing::Done
                         } else {
@@ -883,7 +882,7 @@ impl Body for PooledBody {
                         return this.data(frame);
                     }
                 }
-                Framing::Chunked(state) => match step_chunked(conn, state) {
+                Framing::Chunked(state) => match step_chunked(&mut conn.read, state) {
                     Ok(Step::Next(state)) => {
                         this.framing = Framing::Chunked(state);
                         continue;
@@ -996,8 +995,17 @@ enum Step {
     More,
 }
 
-fn step_chunked(conn: &mut Conn, state: Chunk) -> Result<Step, ExchangeError> {
-    let read = &mut conn.read;
+/// Up to `left` bytes off the front of `read`, and how many are left after them;
+/// `None` while `read` is empty.
+fn take_up_to(read: &mut BytesMut, left: u64) -> Option<(Bytes, u64)> {
+    if read.is_empty() {
+        return None;
+    }
+    let n = read.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+    Some((read.split_to(n).freeze(), left - n as u64))
+}
+
+fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError> {
     match state {
         Chunk::Size => match parse_chunk_line(read) {
             Ok(Some((used, size))) => {
@@ -1011,22 +1019,11 @@ fn step_chunked(conn: &mut Conn, state: Chunk) -> Result<Step, ExchangeError> {
             Ok(None) if read.len() < MAX_CHUNK_LINE => Ok(Step::More),
             _ => Err(ExchangeError::Malformed("invalid chunk size")),
         },
-        Chunk::Data(left) => {
-            if read.is_empty() {
-                return Ok(Step::More);
-            }
-            let n = read.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let frame = read.split_to(n).freeze();
-            let left = left - n as u64;
-            Ok(Step::Data(
-                frame,
-                if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                },
-            ))
-        }
+        Chunk::Data(left) => match take_up_to(read, left) {
+            None => Ok(Step::More),
+            Some((frame, 0)) => Ok(Step::Data(frame, Chunk::DataEnd)),
+            Some((frame, left)) => Ok(Step::Data(frame, Chunk::Data(left))),
+        },
         Chunk::DataEnd => {
             if read.len() < 2 {
                 return Ok(Step::More);
