@@ -215,6 +215,31 @@ async fn a_half_close_while_the_response_is_stalled_abandons_the_exchange() {
     all_closed(&up, "the upstream connection to close").await;
 }
 
+/// An upstream that restarts (closes its idle connections) leaves none of them in the
+/// pool for long: the reaper, which runs every half idle timeout, drops the closed ones
+/// too, well before they would expire, so no socket lingers half-closed while no
+/// request comes to notice it.
+#[tokio::test]
+async fn the_reaper_drops_idle_connections_the_upstream_closed() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up, "idle_timeout = \"6s\"").await;
+    assert_eq!(Client::default().get(&gw.url("/echo")).await.status, 200);
+    assert_eq!(endpoint_state(&gw).await["idle_connections"], 1);
+    up.close_connections();
+    all_closed(&up, "the upstream to close its idle connection").await;
+    let closed = std::time::Instant::now();
+    eventually("the closed connection to leave the pool", || async {
+        (endpoint_state(&gw).await["idle_connections"] == 0).then_some(())
+    })
+    .await;
+    // The reaper's tick is at 3 s; expiry would take 6.
+    assert!(
+        closed.elapsed() < Duration::from_millis(5500),
+        "left only when it expired: {:?}",
+        closed.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn connections_the_upstream_closes_are_not_reused() {
     let up = FakeUpstream::start("up").await;
