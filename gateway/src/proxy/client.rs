@@ -170,16 +170,18 @@ impl Future for SendFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.state;
-        let retry = match state {
+        let mut future: SlowFuture = match state {
             SendState::Slow { future } => return future.as_mut().poll(cx),
-            SendState::Fast { exchange } => match ready!(Pin::new(&mut *exchange).poll(cx)) {
+            SendState::Fast { exchange } => match ready!(Pin::new(exchange).poll(cx)) {
                 Ok(response) => return Poll::Ready(Ok(response)),
                 Err(Failed::Error(e)) => return Poll::Ready(Err(e)),
-                Err(Failed::Retry(upload, method)) => (upload, method, exchange.pool.clone()),
+                Err(Failed::Retry {
+                    upload,
+                    method,
+                    pool,
+                }) => Box::pin(run(pool, None, *upload, method)),
             },
         };
-        let (upload, method, pool) = retry;
-        let mut future: SlowFuture = Box::pin(run(pool, None, *upload, method));
         let polled = future.as_mut().poll(cx);
         *state = SendState::Slow { future };
         polled
@@ -215,7 +217,11 @@ async fn run(
         match Exchange::new(conn, upload, method, reused, pool.clone()).await {
             Ok(response) => return Ok(response),
             Err(Failed::Error(e)) => return Err(e),
-            Err(Failed::Retry(again, m)) => (upload, method) = (*again, m),
+            Err(Failed::Retry {
+                upload: again,
+                method: m,
+                ..
+            }) => (upload, method) = (*again, m),
         }
     }
 }
@@ -223,44 +229,64 @@ async fn run(
 /// How an exchange failed: for good, or in a way that allows sending it again.
 enum Failed {
     Error(ClientError),
-    Retry(Box<Upload>, Method),
+    /// The request, to go again on another connection of `pool`.
+    Retry {
+        upload: Box<Upload>,
+        method: Method,
+        pool: Arc<PoolInner>,
+    },
 }
 
 /// One request on one connection, up to the response head.
 struct Exchange {
-    conn: Option<Conn>,
-    upload: Option<Upload>,
+    /// Moved out whole when the exchange ends: to the response body, or to a retry.
+    live: Option<Live>,
     /// Writing the request failed after part of it had left; an answer may still be
     /// there to read (an upstream that answered early and reset the connection).
     write_failed: Option<ExchangeError>,
-    method: Method,
     reused: bool,
+}
+
+struct Live {
+    conn: Conn,
+    upload: Upload,
+    method: Method,
     pool: Arc<PoolInner>,
 }
 
 impl Exchange {
     fn new(conn: Conn, upload: Upload, method: Method, reused: bool, pool: Arc<PoolInner>) -> Self {
         Self {
-            conn: Some(conn),
-            upload: Some(upload),
+            live: Some(Live {
+                conn,
+                upload,
+                method,
+                pool,
+            }),
             write_failed: None,
-            method,
             reused,
-            pool,
         }
     }
 
     /// Another attempt if the connection was reused and the request can go again.
     fn retry_or(&mut self, e: ExchangeError) -> Poll<Result<Response<PooledBody>, Failed>> {
-        self.conn = None;
-        if let Some(mut upload) = self.upload.take() {
-            if self.reused && upload.rewind() {
-                let method = std::mem::replace(&mut self.method, Method::GET);
-                return Poll::Ready(Err(Failed::Retry(Box::new(upload), method)));
+        if let Some(mut live) = self.live.take() {
+            if self.reused && live.upload.rewind() {
+                return Poll::Ready(Err(Failed::Retry {
+                    upload: Box::new(live.upload),
+                    method: live.method,
+                    pool: live.pool,
+                }));
             }
         }
         Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
     }
+}
+
+/// What polling an exchange that has ended gives.
+fn ended() -> Failed {
+    let gone = io::Error::other("exchange polled after it ended");
+    Failed::Error(ClientError::Exchange(gone.into()))
 }
 
 impl Future for Exchange {
@@ -268,36 +294,41 @@ impl Future for Exchange {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let (Some(conn), Some(upload)) = (this.conn.as_mut(), this.upload.as_mut()) else {
-            let gone = io::Error::other("exchange polled after it ended");
-            return Poll::Ready(Err(Failed::Error(ClientError::Exchange(gone.into()))));
+        let Some(live) = this.live.as_mut() else {
+            return Poll::Ready(Err(ended()));
         };
-        if !upload.is_sent() && this.write_failed.is_none() {
-            match conn.poll_send(upload, cx) {
+        if !live.upload.is_sent() && this.write_failed.is_none() {
+            match live.conn.poll_send(&mut live.upload, cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
                     return Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
                 }
                 // Read on: the connection is gone, so the read ends soon too, with the
                 // answer if the upstream sent one before it reset the connection.
-                Poll::Ready(Err(e)) if upload.abandon() => this.write_failed = Some(e),
+                Poll::Ready(Err(e)) if live.upload.abandon() => this.write_failed = Some(e),
                 Poll::Ready(Err(e)) => return this.retry_or(e),
                 Poll::Pending => {}
             }
         }
-        match ready!(conn.poll_head(cx, &this.method)) {
+        match ready!(live.conn.poll_head(cx, &live.method)) {
             Ok(h1::Head {
                 response,
                 framing,
                 keep_alive,
             }) => {
-                let (Some(conn), Some(mut upload)) = (this.conn.take(), this.upload.take()) else {
-                    unreachable!("both checked above")
+                let Some(Live {
+                    conn,
+                    mut upload,
+                    pool,
+                    ..
+                }) = this.live.take()
+                else {
+                    return Poll::Ready(Err(ended()));
                 };
                 upload.answered();
-                let upload = (!upload.is_sent() && this.write_failed.is_none()).then_some(upload);
+                let going = !upload.is_sent() && this.write_failed.is_none();
+                let upload = going.then_some(upload);
                 let keep_alive = keep_alive && this.write_failed.is_none();
-                let pool = this.pool.clone();
                 Poll::Ready(Ok(
                     response.map(|()| PooledBody::new(conn, framing, keep_alive, upload, pool))
                 ))
@@ -307,7 +338,7 @@ impl Future for Exchange {
                 this.retry_or(e)
             }
             Err(e) => {
-                this.conn = None;
+                this.live = None;
                 let e = this.write_failed.take().unwrap_or_else(|| e.into_error());
                 Poll::Ready(Err(Failed::Error(ClientError::Exchange(e))))
             }
