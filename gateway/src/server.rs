@@ -1,5 +1,5 @@
-//! The proxy listener: accepts connections, serves HTTP/1.1 and h2c on the same port,
-//! and drains gracefully on shutdown.
+//! The proxy listener: accepts connections, serves HTTP/1.1 and h2c on the same port
+//! (told apart by the first bytes: `protocol`), and drains gracefully on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
 
@@ -19,19 +19,20 @@ use crate::proxy::{self, Peer};
 use crate::shared::Shared;
 pub(crate) use client_conn::Busy;
 use client_conn::{ClientConnection, Drain, IdleClock, WatchedIo};
+use protocol::{Protocols, Serve};
 
 mod client_conn;
+mod protocol;
 /// After an accept error (out of file descriptors, say) pause before retrying, rather
 /// than spinning on the error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-fn builder(max_headers: usize) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn protocols(max_headers: usize) -> Protocols {
     // The gateway answers 431 itself up to 4x its limit; beyond that hyper's own bare
     // 431 protects the read buffer.
     let buffer = (max_headers.saturating_mul(4)).max(64 * 1024);
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         // `client_conn` bounds the wait for a request head, at less cost per request.
         .header_read_timeout(None)
@@ -39,11 +40,11 @@ fn builder(max_headers: usize) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         // No read-ahead while a request is in progress: `WatchedIo` notices a hang-up.
         .half_close(true);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX));
-    builder
+    Protocols { http1, http2 }
 }
 
 pin_project! {
@@ -83,7 +84,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let max_headers = shared.snapshot.load().config.server.max_request_headers;
-    let builder = builder(max_headers);
+    let protocols = Arc::new(protocols(max_headers));
     let drain = Drain::new();
     tokio::pin!(shutdown);
     loop {
@@ -111,9 +112,11 @@ pub(crate) async fn serve(
             // Not wrapped in an async block: see `proxy::handle` on future size.
             proxy::handle(svc_shared.clone(), peer.clone(), req, busy)
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(WatchedIo::new(stream, clock.clone())), service)
-            .into_owned();
+        let conn = Serve::new(
+            WatchedIo::new(stream, clock.clone()),
+            service,
+            protocols.clone(),
+        );
         shared.metrics.open_connections.inc();
         tokio::spawn(Served {
             conn: ClientConnection::new(conn, clock, idle_timeout, drain.watch()),

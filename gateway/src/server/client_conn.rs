@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::futures::OwnedNotified;
@@ -117,14 +118,8 @@ impl Drop for Busy {
     }
 }
 
-/// The HTTP/2 connection preface (RFC 9113 3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// `WatchedIo::preface` once the protocol is known.
-const PROTOCOL_KNOWN: usize = usize::MAX;
-
-/// A client socket that tells its [`IdleClock`] whether writes are getting through
-/// and whether the connection opened with the HTTP/2 preface, and that notices an
-/// HTTP/1 client hanging up while its request is in progress.
+/// A client socket that tells its [`IdleClock`] whether writes are getting through,
+/// and that notices an HTTP/1 client hanging up while its request is in progress.
 ///
 /// hyper is told not to read while an HTTP/1 request is in progress (`half_close`):
 /// its read-ahead, which is how it would notice the hang-up, needs a fresh read
@@ -141,8 +136,9 @@ const PROTOCOL_KNOWN: usize = usize::MAX;
 pub(crate) struct WatchedIo<T> {
     inner: T,
     clock: Arc<IdleClock>,
-    /// Preface bytes matched so far, or `PROTOCOL_KNOWN`.
-    preface: usize,
+    /// Bytes taken off the socket before hyper read (the beginning of an HTTP/2
+    /// preface that came in pieces), given to hyper first.
+    replay: Bytes,
     /// A peek found data waiting (a pipelined request, the rest of a body): no more
     /// peeking until hyper reads.
     data_waiting: bool,
@@ -166,23 +162,19 @@ impl<T> WatchedIo<T> {
         Self {
             inner,
             clock,
-            preface: 0,
+            replay: Bytes::new(),
             data_waiting: false,
         }
     }
 
-    /// Matches the first bytes read against the HTTP/2 preface.
-    fn sniff(&mut self, read: &[u8]) {
-        let wanted = &H2_PREFACE[self.preface..];
-        let n = read.len().min(wanted.len());
-        if read[..n] != wanted[..n] {
-            self.preface = PROTOCOL_KNOWN;
-        } else if n == wanted.len() {
-            self.clock.http2.store(true, Ordering::Relaxed);
-            self.preface = PROTOCOL_KNOWN;
-        } else {
-            self.preface += n;
-        }
+    /// Gives `bytes`, already read off the socket, to the next reads.
+    pub(crate) fn replay(&mut self, bytes: Bytes) {
+        self.replay = bytes;
+    }
+
+    /// The connection speaks HTTP/2: told GOAWAY when idle, never peeked at.
+    pub(crate) fn set_http2(&self) {
+        self.clock.http2.store(true, Ordering::Relaxed);
     }
 }
 
@@ -192,21 +184,29 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
         // hyper has read: what a peek saw waiting may be gone (a read that exactly fills
         // the buffer drains the socket too), so the next flush looks again.
         self.data_waiting = false;
-        if self.preface != PROTOCOL_KNOWN {
-            if let Poll::Ready(Ok(())) = read {
-                self.sniff(&buf.filled()[before..]);
-            }
-        }
         read
     }
 }
 
 impl<T: Peek> WatchedIo<T> {
+    /// Looks at the bytes waiting on the socket without taking them.
+    pub(crate) fn poll_peek(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_peek(cx, buf)
+    }
+
     /// Fails when an HTTP/1 client has closed its end while a request is in progress.
     /// Costs a readiness check; the one-byte peek (a syscall) runs only once the
     /// socket turns readable.
@@ -364,26 +364,10 @@ pin_project! {
     }
 }
 
-/// What a connection needs to be wrapped: hyper-util's connections, which can be told
-/// to finish gracefully.
+/// What a connection needs to be wrapped: one that can be told to finish gracefully.
 pub(crate) trait Graceful: Future {
     /// Finish the requests in progress, take no more, then close.
     fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, E, B> Graceful for hyper_util::server::conn::auto::Connection<'_, I, S, E>
-where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    B: hyper::body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper_util::server::conn::auto::Connection::graceful_shutdown(self);
-    }
 }
 
 impl<C> ClientConnection<C> {
@@ -567,31 +551,6 @@ mod tests {
             deadline + Duration::from_millis(1) >= before + t,
             "{deadline:?}"
         );
-    }
-
-    #[test]
-    fn the_http2_preface_is_recognised_across_reads_and_nothing_else_is() {
-        let sniffed = |reads: &[&[u8]]| {
-            let clock = IdleClock::new();
-            let mut io = WatchedIo::new((), clock.clone());
-            for read in reads {
-                io.sniff(read);
-            }
-            clock.http2.load(Ordering::Relaxed)
-        };
-        assert!(sniffed(&[H2_PREFACE]));
-        assert!(sniffed(&[
-            &H2_PREFACE[..3],
-            &H2_PREFACE[3..10],
-            b"",
-            &H2_PREFACE[10..]
-        ]));
-        let mut more = H2_PREFACE.to_vec();
-        more.extend_from_slice(b"\0\0\0\x04\0\0\0\0\0");
-        assert!(sniffed(&[&more]));
-        assert!(!sniffed(&[b"GET / HTTP/1.1\r\n"]));
-        assert!(!sniffed(&[b"PRI", b" * HTTP/1.1\r\n\r\n"]));
-        assert!(!sniffed(&[&H2_PREFACE[..10]]));
     }
 
     /// A socket whose data and end are set by the test.

@@ -9,6 +9,7 @@ mod errors;
 mod headers;
 mod idle;
 mod pool;
+mod protocols;
 mod reload;
 mod responses;
 mod routing;
