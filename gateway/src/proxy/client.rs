@@ -135,34 +135,71 @@ impl EndpointPool {
             Some(mut conn) => {
                 let upload = Upload::start(&mut conn, &parts, framing, body);
                 conn.recycle(parts.headers);
-                SendState::Fast {
+                SendState::Exchanging {
                     exchange: Exchange::new(conn, upload, parts.method, true, pool),
                 }
             }
-            // Connecting is rare; boxed, its large future stays out of every request's.
-            None => SendState::Slow {
-                future: Box::pin(send_slow(pool, parts, framing, body)),
-            },
+            None => SendState::waiting(
+                pool,
+                Unsent::New {
+                    parts,
+                    framing,
+                    body,
+                },
+            ),
         };
         SendFuture { state }
     }
 }
-
-type SlowFuture = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ClientError>> + Send>>;
 
 /// The response head from [`EndpointPool::send`].
 pub(crate) struct SendFuture {
     state: SendState,
 }
 
-// The fast variant is the exchange itself, in place: boxing it would cost every
-// request an allocation.
+// The exchange sits in place: boxing it would cost every request an allocation.
 #[allow(clippy::large_enum_variant)]
 enum SendState {
-    // On an idle connection.
-    Fast { exchange: Exchange },
-    // Connecting, or trying again after a reused connection closed under the request.
-    Slow { future: SlowFuture },
+    /// On a connection, up to the response head.
+    Exchanging { exchange: Exchange },
+    /// Waiting for a connection: an idle one coming back or a new one. Only the wait
+    /// is boxed (it is rare, and its future is large), so a burst of requests waiting
+    /// for connections holds a few hundred bytes each.
+    Waiting {
+        connection: ConnectionFuture,
+        request: Option<Unsent>,
+        pool: Arc<PoolInner>,
+    },
+}
+
+type ConnectionFuture = Pin<Box<dyn Future<Output = Result<(Conn, bool), ClientError>> + Send>>;
+
+/// A request waiting for a connection: not started yet, or to be sent again after a
+/// reused connection's upstream closed under it.
+// In place inside `SendState`, whose exchange variant is larger still: boxing the
+// parts would cost an allocation and save nothing.
+#[allow(clippy::large_enum_variant)]
+enum Unsent {
+    New {
+        parts: http::request::Parts,
+        framing: RequestFraming,
+        body: LimitedBody,
+    },
+    Again {
+        upload: Box<Upload>,
+        method: Method,
+    },
+}
+
+impl SendState {
+    fn waiting(pool: Arc<PoolInner>, request: Unsent) -> Self {
+        let waiter = pool.clone();
+        SendState::Waiting {
+            connection: Box::pin(async move { waiter.acquire().await }),
+            request: Some(request),
+            pool,
+        }
+    }
 }
 
 impl Future for SendFuture {
@@ -170,58 +207,42 @@ impl Future for SendFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.state;
-        let mut future: SlowFuture = match state {
-            SendState::Slow { future } => return future.as_mut().poll(cx),
-            SendState::Fast { exchange } => match ready!(Pin::new(exchange).poll(cx)) {
-                Ok(response) => return Poll::Ready(Ok(response)),
-                Err(Failed::Error(e)) => return Poll::Ready(Err(e)),
-                Err(Failed::Retry {
-                    upload,
-                    method,
+        loop {
+            let next = match state {
+                SendState::Exchanging { exchange } => match ready!(Pin::new(exchange).poll(cx)) {
+                    Ok(response) => return Poll::Ready(Ok(response)),
+                    Err(Failed::Error(e)) => return Poll::Ready(Err(e)),
+                    Err(Failed::Retry {
+                        upload,
+                        method,
+                        pool,
+                    }) => SendState::waiting(pool, Unsent::Again { upload, method }),
+                },
+                SendState::Waiting {
+                    connection,
+                    request,
                     pool,
-                }) => Box::pin(run(pool, None, *upload, method)),
-            },
-        };
-        let polled = future.as_mut().poll(cx);
-        *state = SendState::Slow { future };
-        polled
-    }
-}
-
-/// The general path: an idle connection or a new one, whichever comes first.
-async fn send_slow(
-    pool: Arc<PoolInner>,
-    parts: http::request::Parts,
-    framing: RequestFraming,
-    body: LimitedBody,
-) -> Result<Response<PooledBody>, ClientError> {
-    let (mut conn, reused) = pool.acquire().await?;
-    let upload = Upload::start(&mut conn, &parts, framing, body);
-    conn.recycle(parts.headers);
-    run(pool, Some((conn, reused)), upload, parts.method).await
-}
-
-/// Runs the exchange on `first` (else on a connection from the pool), and on further
-/// ones while a reused connection fails it in a way that allows another attempt.
-async fn run(
-    pool: Arc<PoolInner>,
-    mut first: Option<(Conn, bool)>,
-    mut upload: Upload,
-    mut method: Method,
-) -> Result<Response<PooledBody>, ClientError> {
-    loop {
-        let (conn, reused) = match first.take() {
-            Some(conn) => conn,
-            None => pool.acquire().await?,
-        };
-        match Exchange::new(conn, upload, method, reused, pool.clone()).await {
-            Ok(response) => return Ok(response),
-            Err(Failed::Error(e)) => return Err(e),
-            Err(Failed::Retry {
-                upload: again,
-                method: m,
-                ..
-            }) => (upload, method) = (*again, m),
+                } => {
+                    let (mut conn, reused) = ready!(connection.as_mut().poll(cx))?;
+                    let exchange = match request.take() {
+                        Some(Unsent::New {
+                            parts,
+                            framing,
+                            body,
+                        }) => {
+                            let upload = Upload::start(&mut conn, &parts, framing, body);
+                            conn.recycle(parts.headers);
+                            Exchange::new(conn, upload, parts.method, reused, pool.clone())
+                        }
+                        Some(Unsent::Again { upload, method }) => {
+                            Exchange::new(conn, *upload, method, reused, pool.clone())
+                        }
+                        None => return Poll::Ready(Err(ended_error())),
+                    };
+                    SendState::Exchanging { exchange }
+                }
+            };
+            *state = next;
         }
     }
 }
@@ -285,8 +306,12 @@ impl Exchange {
 
 /// What polling an exchange that has ended gives.
 fn ended() -> Failed {
+    Failed::Error(ended_error())
+}
+
+fn ended_error() -> ClientError {
     let gone = io::Error::other("exchange polled after it ended");
-    Failed::Error(ClientError::Exchange(gone.into()))
+    ClientError::Exchange(gone.into())
 }
 
 impl Future for Exchange {
