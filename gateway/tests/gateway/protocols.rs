@@ -204,3 +204,85 @@ async fn a_drain_closes_connections_whose_protocol_is_not_known_yet() {
         assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     }
 }
+
+/// A gateway with a short `client_idle_timeout`.
+async fn gateway_idle(up: &FakeUpstream) -> TestGateway {
+    let config = [
+        "[server]\nclient_idle_timeout = \"300ms\"\n".to_owned(),
+        upstream("up", &[up], ""),
+        route("r", "/", "up", ""),
+    ]
+    .concat();
+    TestGateway::start(&config).await
+}
+
+#[tokio::test]
+async fn a_preface_that_stops_halfway_is_cut_at_the_idle_timeout() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway_idle(&up).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut got = Vec::new();
+    within("the gateway to close", s.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+}
+
+/// The bytes read off while deciding go to hyper once, ahead of the rest: a body and
+/// a second request on the same connection come through whole.
+#[tokio::test]
+async fn http1_read_off_while_deciding_keeps_its_body_and_next_request() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(&up).await;
+    let got = http1_in_pieces(
+        &gw,
+        &[
+            b"P",
+            b"OST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ],
+    )
+    .await;
+    assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+    assert!(got.contains(r#""path":"/a""#), "{got}");
+    assert!(got.contains(r#""path":"/b""#), "{got}");
+}
+
+/// A preface read off in pieces still marks the connection HTTP/2: idle, it is told
+/// GOAWAY and closed cleanly rather than cut.
+#[tokio::test]
+async fn an_idle_http2_connection_whose_preface_came_in_pieces_gets_goaway() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway_idle(&up).await;
+    for first in [1, 23] {
+        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..first])
+            .await
+            .unwrap();
+        tokio::time::sleep(PAUSE).await;
+        let io = AlreadySent {
+            inner: stream,
+            skip: first,
+        };
+        let (mut send, conn) = within("the HTTP/2 handshake", async {
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
+        })
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = Request::get(gw.url("/a")).body(empty()).unwrap();
+        let response = within("an HTTP/2 response", send.send_request(req))
+            .await
+            .unwrap();
+        within("the body", response.into_body().collect())
+            .await
+            .unwrap();
+        within("the gateway to end the idle connection", conn)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("split after {first} bytes: not a clean GOAWAY: {e}"));
+        drop(send);
+    }
+}
