@@ -6,7 +6,7 @@
 //! into a read buffer sized once. hyper-util's `auto` connection read them first and
 //! handed them over ahead of the socket, so hyper's first read held only those bytes
 //! and its second grew the buffer to twice its size: with 1,000 idle HTTP/1
-//! connections open that was about 5 MB more resident memory (26.2 against 21.2 MB
+//! connections open that was about 4 MB more resident memory (26.2 against 22.3 MB
 //! with one worker).
 
 use std::future::Future;
