@@ -63,27 +63,39 @@ impl AsyncWrite for AlreadySent {
     }
 }
 
+/// An HTTP/2 client connection whose preface goes out in two pieces, the first
+/// `first` bytes, a pause, then the rest; and the task driving the connection.
+async fn http2_split_after(
+    gw: &TestGateway,
+    first: usize,
+) -> (
+    hyper::client::conn::http2::SendRequest<gateway_test_support::TestBody>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..first])
+        .await
+        .unwrap();
+    tokio::time::sleep(PAUSE).await;
+    let io = AlreadySent {
+        inner: stream,
+        skip: first,
+    };
+    let (send, conn) = within("the HTTP/2 handshake", async {
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("preface split after {first} bytes: {e}"));
+    (send, tokio::spawn(conn))
+}
+
 #[tokio::test]
 async fn an_http2_preface_that_comes_in_pieces_is_still_http2() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway(&up).await;
     for first in [1, 5, 23] {
-        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-        stream
-            .write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..first])
-            .await
-            .unwrap();
-        tokio::time::sleep(PAUSE).await;
-        let io = AlreadySent {
-            inner: stream,
-            skip: first,
-        };
-        let (mut send, conn) = within("the HTTP/2 handshake", async {
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
-        })
-        .await
-        .unwrap_or_else(|e| panic!("preface split after {first} bytes: {e}"));
-        tokio::spawn(conn);
+        let (mut send, _conn) = http2_split_after(&gw, first).await;
         let req = Request::get(gw.url("/split")).body(empty()).unwrap();
         let response = within("an HTTP/2 response", send.send_request(req))
             .await
@@ -256,22 +268,7 @@ async fn an_idle_http2_connection_whose_preface_came_in_pieces_gets_goaway() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway_idle(&up).await;
     for first in [1, 23] {
-        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-        stream
-            .write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..first])
-            .await
-            .unwrap();
-        tokio::time::sleep(PAUSE).await;
-        let io = AlreadySent {
-            inner: stream,
-            skip: first,
-        };
-        let (mut send, conn) = within("the HTTP/2 handshake", async {
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
-        })
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut send, conn) = http2_split_after(&gw, first).await;
         let req = Request::get(gw.url("/a")).body(empty()).unwrap();
         let response = within("an HTTP/2 response", send.send_request(req))
             .await
