@@ -132,13 +132,9 @@ impl EndpointPool {
         let (mut parts, body) = req.into_parts();
         let framing = RequestFraming::choose(&mut parts, &body);
         let state = match pool.checkout() {
-            Some(mut conn) => {
-                let upload = Upload::start(&mut conn, &parts, framing, body);
-                conn.recycle(parts.headers);
-                SendState::Exchanging {
-                    exchange: Exchange::new(conn, upload, parts.method, true, pool),
-                }
-            }
+            Some(conn) => SendState::Exchanging {
+                exchange: Exchange::start(conn, parts, framing, body, true, pool),
+            },
             None => SendState::waiting(
                 pool,
                 Unsent::New {
@@ -223,21 +219,18 @@ impl Future for SendFuture {
                     request,
                     pool,
                 } => {
-                    let (mut conn, reused) = ready!(connection.as_mut().poll(cx))?;
+                    let (conn, reused) = ready!(connection.as_mut().poll(cx))?;
+                    let pool = pool.clone();
                     let exchange = match request.take() {
                         Some(Unsent::New {
                             parts,
                             framing,
                             body,
-                        }) => {
-                            let upload = Upload::start(&mut conn, &parts, framing, body);
-                            conn.recycle(parts.headers);
-                            Exchange::new(conn, upload, parts.method, reused, pool.clone())
-                        }
+                        }) => Exchange::start(conn, parts, framing, body, reused, pool),
                         Some(Unsent::Again { upload, method }) => {
-                            Exchange::new(conn, *upload, method, reused, pool.clone())
+                            Exchange::new(conn, *upload, method, reused, pool)
                         }
-                        None => return Poll::Ready(Err(ended_error())),
+                        None => return Poll::Ready(Err(ended())),
                     };
                     SendState::Exchanging { exchange }
                 }
@@ -250,7 +243,8 @@ impl Future for SendFuture {
 /// How an exchange failed: for good, or in a way that allows sending it again.
 enum Failed {
     Error(ClientError),
-    /// The request, to go again on another connection of `pool`.
+    /// The request, to go again on another connection of `pool` (kept small: this
+    /// is the error type of every exchange's result).
     Retry {
         upload: Box<Upload>,
         method: Method,
@@ -276,6 +270,21 @@ struct Live {
 }
 
 impl Exchange {
+    /// Encodes the request's head on `conn` and starts the exchange; the request's
+    /// emptied header map stays with the connection for the response's headers.
+    fn start(
+        mut conn: Conn,
+        parts: http::request::Parts,
+        framing: RequestFraming,
+        body: LimitedBody,
+        reused: bool,
+        pool: Arc<PoolInner>,
+    ) -> Self {
+        let upload = Upload::start(&mut conn, &parts, framing, body);
+        conn.recycle(parts.headers);
+        Self::new(conn, upload, parts.method, reused, pool)
+    }
+
     fn new(conn: Conn, upload: Upload, method: Method, reused: bool, pool: Arc<PoolInner>) -> Self {
         Self {
             live: Some(Live {
@@ -305,11 +314,7 @@ impl Exchange {
 }
 
 /// What polling an exchange that has ended gives.
-fn ended() -> Failed {
-    Failed::Error(ended_error())
-}
-
-fn ended_error() -> ClientError {
+fn ended() -> ClientError {
     let gone = io::Error::other("exchange polled after it ended");
     ClientError::Exchange(gone.into())
 }
@@ -320,7 +325,7 @@ impl Future for Exchange {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let Some(live) = this.live.as_mut() else {
-            return Poll::Ready(Err(ended()));
+            return Poll::Ready(Err(Failed::Error(ended())));
         };
         if !live.upload.is_sent() && this.write_failed.is_none() {
             match live.conn.poll_send(&mut live.upload, cx) {
@@ -348,7 +353,7 @@ impl Future for Exchange {
                     ..
                 }) = this.live.take()
                 else {
-                    return Poll::Ready(Err(ended()));
+                    return Poll::Ready(Err(Failed::Error(ended())));
                 };
                 upload.answered();
                 let going = !upload.is_sent() && this.write_failed.is_none();

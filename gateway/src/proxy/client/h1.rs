@@ -216,12 +216,7 @@ impl Conn {
         w.extend_from_slice(b" ");
         w.extend_from_slice(path.as_bytes());
         w.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            w.extend_from_slice(name.as_str().as_bytes());
-            w.extend_from_slice(b": ");
-            w.extend_from_slice(value.as_bytes());
-            w.extend_from_slice(b"\r\n");
-        }
+        put_fields(w, &parts.headers);
         match framing {
             RequestFraming::AsIs => {}
             RequestFraming::Length(n) => {
@@ -672,13 +667,7 @@ impl Upload {
                         let w = &mut *scratch;
                         w.extend_from_slice(b"0\r\n");
                         if let Ok(trailers) = frame.into_trailers() {
-                            let allowed = trailers.iter().filter(|(n, _)| trailer_allowed(n));
-                            for (name, value) in allowed {
-                                w.extend_from_slice(name.as_str().as_bytes());
-                                w.extend_from_slice(b": ");
-                                w.extend_from_slice(value.as_bytes());
-                                w.extend_from_slice(b"\r\n");
-                            }
+                            put_fields(w, trailers.iter().filter(|(n, _)| trailer_allowed(n)));
                         }
                         w.extend_from_slice(b"\r\n");
                         let last = w.split().freeze();
@@ -689,6 +678,19 @@ impl Upload {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes `name: value` lines, for a head or a trailer section.
+fn put_fields<'a>(
+    w: &mut BytesMut,
+    fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) {
+    for (name, value) in fields {
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
     }
 }
 
