@@ -87,7 +87,7 @@ mod tests {
             .map(|i| {
                 let authority: Authority = format!("10.0.0.{i}:80").parse().unwrap();
                 Endpoint {
-                    pool: EndpointPool::new(authority.clone(), settings),
+                    pool: EndpointPool::new(authority.clone(), settings, 1),
                     authority,
                     stats: Arc::default(),
                 }

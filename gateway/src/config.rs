@@ -109,11 +109,12 @@ pub struct ConnectionConfig {
     pub request_timeout: Duration,
     /// Pooled idle connections close after this; keep it below the upstream's own.
     pub idle_timeout: Duration,
-    /// Idle connections kept per endpoint.
+    /// Idle connections kept per endpoint, by each proxy worker thread.
     pub max_idle_per_endpoint: usize,
-    /// Connections to one endpoint that may be opening at once. A burst of requests
-    /// waits for the first of a returned connection or a free slot, so the pool grows
-    /// to the concurrency the upstream needs rather than one connection per request.
+    /// Connections to one endpoint that each proxy worker thread may be opening at
+    /// once. A burst of requests waits for the first of a returned connection or a
+    /// free slot, so the pool grows to the concurrency the upstream needs rather than
+    /// one connection per request.
     pub connect_concurrency: usize,
 }
 

@@ -28,6 +28,7 @@ mod server;
 mod shared;
 pub mod shutdown;
 pub mod snapshot;
+mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,20 +83,36 @@ pub enum Error {
     /// The admin server failed.
     #[error("admin server: {0}")]
     Admin(#[source] std::io::Error),
+    /// A proxy worker thread or its runtime could not be started.
+    #[error("starting proxy worker threads: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains in-flight requests for the
-/// configured grace period and returns.
+/// configured grace period and returns. Client connections are served on the calling
+/// runtime.
 pub async fn run(
     listeners: Listeners,
     config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_with_workers(listeners, config, 1, shutdown).await
+}
+
+/// As [`run`], with client connections served by `workers` threads, each running its
+/// own single-threaded runtime (one: on the calling runtime). The calling runtime
+/// accepts connections and runs the admin server, reloads and discovery.
+pub async fn run_with_workers(
+    listeners: Listeners,
+    config: Config,
+    workers: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let config = Arc::new(config);
     let metrics = metrics::Metrics::new();
     let mut registry = discovery::Registry::new();
     registry.sync(&config);
-    let mut builder = snapshot::Builder::new();
+    let mut builder = snapshot::Builder::new(workers);
     let snapshot = builder.build(config.clone(), &registry, &metrics);
     let shared = Arc::new(shared::Shared::new(snapshot, metrics));
 
@@ -137,11 +154,12 @@ pub async fn run(
 
     shared.ready.store(true, Ordering::SeqCst);
     tracing::info!(proxy = %config.listen.proxy, admin = %config.listen.admin, routes = config.routes.len(), "gateway started");
-    server::serve(listeners.proxy, shared, shutdown).await;
+    let served = server::serve(listeners.proxy, shared, workers, shutdown).await;
 
     let _ = admin_stop.send(());
     sighup.abort();
     control.abort();
+    served.map_err(Error::Workers)?;
     match admin.await {
         Ok(result) => result.map_err(Error::Admin),
         Err(_) => Ok(()),

@@ -55,22 +55,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     init_tracing(format);
 
-    let mut runtime = match args.workers {
+    let workers = match args.workers {
         Some(0) => anyhow::bail!("--workers must be at least 1"),
-        // One worker: the single-threaded scheduler skips work-stealing bookkeeping.
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    runtime.enable_all();
-    let runtime = runtime.build().context("starting the runtime")?;
+    // This thread accepts connections and runs the admin server, reloads and
+    // discovery; with one worker it also serves the connections, and with more each
+    // worker thread runs a single-threaded runtime of its own (`server::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async {
         let listeners = gateway::Listeners::bind(&config).await?;
-        gateway::run(listeners, config, gateway::shutdown::signal()).await?;
+        gateway::run_with_workers(listeners, config, workers, gateway::shutdown::signal()).await?;
         Ok(())
     })
 }

@@ -13,16 +13,17 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::proxy::{self, Peer};
 use crate::shared::Shared;
 pub(crate) use client_conn::Busy;
-use client_conn::{ClientConnection, Drain, IdleClock, WatchedIo};
+use client_conn::{ClientConnection, Drain, DrainWatch, IdleClock, WatchedIo};
 use protocol::{Protocols, Serve};
 
 mod client_conn;
 mod protocol;
+mod workers;
 /// After an accept error (out of file descriptors, say) pause before retrying, rather
 /// than spinning on the error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -57,6 +58,8 @@ pin_project! {
         conn: C,
         shared: Arc<Shared>,
         addr: SocketAddr,
+        // Counts the connection on its worker thread until the task ends or is dropped.
+        _load: Option<workers::Load>,
     }
 }
 
@@ -77,14 +80,71 @@ where
     }
 }
 
+/// What serving a client connection needs, on whichever thread serves it.
+#[derive(Clone)]
+pub(crate) struct Site {
+    shared: Arc<Shared>,
+    protocols: Arc<Protocols>,
+}
+
+impl Site {
+    /// Serves one accepted client connection on a task of the current runtime.
+    fn spawn(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        drain: DrainWatch,
+        load: Option<workers::Load>,
+    ) {
+        let peer = Arc::new(Peer::new(addr, "http"));
+        let idle_timeout = self
+            .shared
+            .snapshot
+            .load()
+            .config
+            .server
+            .client_idle_timeout;
+        let clock = IdleClock::new();
+        let svc_clock = clock.clone();
+        let svc_shared = self.shared.clone();
+        let service = service_fn(move |req| {
+            let busy = svc_clock.busy();
+            // Not wrapped in an async block: see `proxy::handle` on future size.
+            proxy::handle(svc_shared.clone(), peer.clone(), req, busy)
+        });
+        let conn = Serve::new(
+            WatchedIo::new(stream, clock.clone()),
+            service,
+            self.protocols.clone(),
+        );
+        self.shared.metrics.open_connections.inc();
+        tokio::spawn(Served {
+            conn: ClientConnection::new(conn, clock, idle_timeout, drain),
+            shared: self.shared.clone(),
+            addr,
+            _load: load,
+        });
+    }
+}
+
 /// Serves until `shutdown` resolves, then drains for the configured grace period.
+/// With one worker, connections are served on the calling runtime; with more, each
+/// is handed to one of `workers` threads ([`workers`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    workers: usize,
     shutdown: impl Future<Output = ()>,
-) {
+) -> std::io::Result<()> {
     let max_headers = shared.snapshot.load().config.server.max_request_headers;
-    let protocols = Arc::new(protocols(max_headers));
+    let site = Site {
+        shared: shared.clone(),
+        protocols: Arc::new(protocols(max_headers)),
+    };
+    let mut pool = match workers {
+        0 | 1 => None,
+        n => Some(workers::Workers::start(n, &site)?),
+    };
     let drain = Drain::new();
     tokio::pin!(shutdown);
     loop {
@@ -102,30 +162,15 @@ pub(crate) async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY on {addr}: {e}");
         }
-        let peer = Arc::new(Peer::new(addr, "http"));
-        let idle_timeout = shared.snapshot.load().config.server.client_idle_timeout;
-        let clock = IdleClock::new();
-        let svc_clock = clock.clone();
-        let svc_shared = shared.clone();
-        let service = service_fn(move |req| {
-            let busy = svc_clock.busy();
-            // Not wrapped in an async block: see `proxy::handle` on future size.
-            proxy::handle(svc_shared.clone(), peer.clone(), req, busy)
-        });
-        let conn = Serve::new(
-            WatchedIo::new(stream, clock.clone()),
-            service,
-            protocols.clone(),
-        );
-        shared.metrics.open_connections.inc();
-        tokio::spawn(Served {
-            conn: ClientConnection::new(conn, clock, idle_timeout, drain.watch()),
-            shared: shared.clone(),
-            addr,
-        });
+        match &mut pool {
+            None => site.spawn(stream, addr, drain.watch(), None),
+            Some(pool) => pool.hand_over(stream, addr, drain.watch()),
+        }
     }
     drop(listener);
     shared.ready.store(false, Ordering::SeqCst);
+    // Workers take no more connections; the ones they have finish under the drain.
+    let pool = pool.map(workers::Workers::close);
     let grace = shared.snapshot.load().config.server.shutdown_grace;
     let open = drain.open();
     tracing::info!(open_connections = open, grace = ?grace, "stopped accepting; draining");
@@ -135,4 +180,8 @@ pub(crate) async fn serve(
             tracing::warn!(grace = ?grace, "grace period over; closing remaining connections")
         }
     }
+    if let Some(pool) = pool {
+        pool.stop().await;
+    }
+    Ok(())
 }

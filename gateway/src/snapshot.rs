@@ -49,11 +49,15 @@ pub(crate) struct Builder {
     stats: HashMap<(Arc<str>, Authority), Arc<EndpointStats>>,
     route_metrics: HashMap<Arc<str>, RouteMetrics>,
     generation: u64,
+    /// Proxy worker threads: each endpoint pool keeps idle connections per worker.
+    workers: usize,
 }
 
 impl Builder {
-    pub(crate) fn new() -> Self {
+    /// A builder for a gateway with `workers` proxy worker threads.
+    pub(crate) fn new(workers: usize) -> Self {
         Self {
+            workers,
             pools: HashMap::new(),
             counters: HashMap::new(),
             stats: HashMap::new(),
@@ -80,7 +84,7 @@ impl Builder {
                     let key = (name.clone(), authority.clone());
                     let pool = match self.pools.get(&key) {
                         Some(p) if p.settings() == &u.connection => p.clone(),
-                        _ => EndpointPool::new(authority.clone(), u.connection),
+                        _ => EndpointPool::new(authority.clone(), u.connection, self.workers),
                     };
                     self.pools.insert(key.clone(), pool.clone());
                     Endpoint {

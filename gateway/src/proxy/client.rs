@@ -29,6 +29,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::body::LimitedBody;
 use crate::config::ConnectionConfig;
+use crate::worker;
 use h1::{Conn, HeadError, RequestFraming, Upload};
 pub use h1::{ExchangeError, PooledBody};
 
@@ -71,14 +72,26 @@ pub(crate) struct PoolInner {
     /// Parsed once when the endpoint is an IP literal; names are resolved per connect.
     addr: Option<SocketAddr>,
     settings: ConnectionConfig,
-    /// Idle connections, oldest first; the last one is reused first (it is the warmest).
-    idle: Mutex<Vec<Idle>>,
-    /// Woken when a connection comes back, for requests waiting to connect.
-    returned: Notify,
-    /// `connect_concurrency` slots: connections being opened right now.
-    connecting: Semaphore,
+    /// One per worker thread ([`crate::worker`]): a worker reuses only the connections
+    /// it opened, which are registered with its own reactor. Like nginx's workers, each
+    /// keeps `max_idle_per_endpoint` idle connections and opens up to
+    /// `connect_concurrency` at once.
+    shards: Box<[Shard]>,
     reaper_started: AtomicBool,
     opened: AtomicU64,
+}
+
+/// One worker's part of a pool; aligned so that two workers' locks never share a
+/// cache line.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard {
+    /// Idle connections, oldest first; the last one is reused first (it is the warmest).
+    idle: Mutex<Vec<Idle>>,
+    /// Woken when a connection comes back, for this worker's requests waiting to connect.
+    returned: Notify,
+    /// `connect_concurrency` slots: connections this worker is opening right now.
+    connecting: Semaphore,
 }
 
 #[derive(Debug)]
@@ -88,17 +101,23 @@ struct Idle {
 }
 
 impl EndpointPool {
-    /// An empty pool for `authority`; connections open on demand.
-    pub fn new(authority: Authority, settings: ConnectionConfig) -> Self {
+    /// An empty pool for `authority`, for `workers` worker threads (at least one);
+    /// connections open on demand.
+    pub fn new(authority: Authority, settings: ConnectionConfig, workers: usize) -> Self {
         let addr = authority.as_str().parse().ok();
+        let workers = workers.max(1);
         Self {
             inner: Arc::new(PoolInner {
                 authority,
                 addr,
                 settings,
-                idle: Mutex::new(Vec::new()),
-                returned: Notify::new(),
-                connecting: Semaphore::new(settings.connect_concurrency),
+                shards: (0..workers)
+                    .map(|_| Shard {
+                        idle: Mutex::new(Vec::new()),
+                        returned: Notify::new(),
+                        connecting: Semaphore::new(settings.connect_concurrency),
+                    })
+                    .collect(),
                 reaper_started: AtomicBool::new(false),
                 opened: AtomicU64::new(0),
             }),
@@ -110,9 +129,9 @@ impl EndpointPool {
         &self.inner.settings
     }
 
-    /// Connections waiting for a request right now.
+    /// Connections waiting for a request right now, over all workers.
     pub fn idle(&self) -> usize {
-        self.inner.lock().len()
+        self.inner.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     /// Connections opened since the pool was created.
@@ -389,9 +408,14 @@ impl PoolInner {
         Ok(Conn::new(stream))
     }
 
+    /// The running worker's shard.
+    fn shard(&self) -> &Shard {
+        &self.shards[worker::index() % self.shards.len()]
+    }
+
+    /// The running worker's idle connections.
     fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
-        // Nothing panics while the lock is held; a poisoned list is still a valid list.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(self.shard())
     }
 
     /// The warmest idle connection that is young enough and still open, if any.
@@ -422,14 +446,15 @@ impl PoolInner {
         let wait = async {
             loop {
                 // Registered before the pool is checked, so a return in between wakes it.
-                let returned = self.returned.notified();
+                let shard = self.shard();
+                let returned = shard.returned.notified();
                 tokio::pin!(returned);
                 returned.as_mut().enable();
                 if let Some(conn) = self.checkout() {
                     return Got::Idle(conn);
                 }
                 tokio::select! {
-                    slot = self.connecting.acquire() => return Got::Slot(slot),
+                    slot = shard.connecting.acquire() => return Got::Slot(slot),
                     () = &mut returned => {}
                 }
             }
@@ -486,8 +511,9 @@ impl PoolInner {
     /// Takes a connection back after an exchange that ended cleanly.
     pub(crate) fn put(self: &Arc<Self>, mut conn: Conn) {
         conn.idle();
+        let shard = self.shard();
         {
-            let mut idle = self.lock();
+            let mut idle = lock(shard);
             if idle.len() >= self.settings.max_idle_per_endpoint {
                 return;
             }
@@ -496,7 +522,7 @@ impl PoolInner {
                 since: Instant::now(),
             });
         }
-        self.returned.notify_one();
+        shard.returned.notify_one();
         // A plain load per request; the swap only until the reaper runs.
         if !self.reaper_started.load(Ordering::Relaxed)
             && !self.reaper_started.swap(true, Ordering::Relaxed)
@@ -521,23 +547,31 @@ impl PoolInner {
             loop {
                 tick.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
-                let expired: Vec<Idle> = {
-                    let mut idle = pool.lock();
-                    let now = Instant::now();
-                    let keep = idle
-                        .iter()
-                        .position(|c| now.duration_since(c.since) < timeout)
-                        .unwrap_or(idle.len());
-                    let mut expired: Vec<Idle> = idle.drain(..keep).collect();
-                    idle.retain(|c| c.conn.is_usable());
-                    expired.shrink_to_fit();
-                    expired
-                };
-                // Closed outside the lock.
-                drop(expired);
+                for shard in pool.shards.iter() {
+                    let expired: Vec<Idle> = {
+                        let mut idle = lock(shard);
+                        let now = Instant::now();
+                        let keep = idle
+                            .iter()
+                            .position(|c| now.duration_since(c.since) < timeout)
+                            .unwrap_or(idle.len());
+                        let mut expired: Vec<Idle> = idle.drain(..keep).collect();
+                        idle.retain(|c| c.conn.is_usable());
+                        expired.shrink_to_fit();
+                        expired
+                    };
+                    // Closed outside the lock.
+                    drop(expired);
+                }
             }
         });
     }
+}
+
+/// A shard's idle list. Nothing panics while it is held; a poisoned list is still a
+/// valid list.
+fn lock(shard: &Shard) -> MutexGuard<'_, Vec<Idle>> {
+    shard.idle.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 type Slot<'a> = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>;

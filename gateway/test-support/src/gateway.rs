@@ -27,8 +27,23 @@ pub struct TestGateway {
 const LISTEN: &str = "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n";
 
 impl TestGateway {
-    /// Starts a gateway with `body` (the config without `[listen]`).
+    /// Starts a gateway with `body` (the config without `[listen]`) whose client
+    /// connections are served by two worker threads, as on a machine with two cores;
+    /// `GATEWAY_TEST_WORKERS=1` serves them on the test's runtime instead, as on one
+    /// core (CI runs the suite both ways).
     pub async fn start(body: &str) -> Self {
+        let workers = match std::env::var("GATEWAY_TEST_WORKERS") {
+            Ok(n) => n
+                .parse()
+                .unwrap_or_else(|_| panic!("GATEWAY_TEST_WORKERS={n}: not a number")),
+            Err(_) => 2,
+        };
+        Self::start_with_workers(body, workers).await
+    }
+
+    /// Starts a gateway whose client connections are served by `workers` threads of
+    /// their own (1: on the test's runtime).
+    pub async fn start_with_workers(body: &str, workers: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, format!("{LISTEN}{body}")).expect("write config");
@@ -39,9 +54,14 @@ impl TestGateway {
         let listeners = gateway::Listeners { proxy, admin };
         let (addr, admin) = listeners.local_addrs().expect("addrs");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway::run(listeners, config, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(gateway::run_with_workers(
+            listeners,
+            config,
+            workers,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             admin,

@@ -15,6 +15,7 @@ mod responses;
 mod routing;
 mod shutdown;
 mod streaming;
+mod workers;
 
 use gateway_test_support::{FakeUpstream, TestGateway};
 use tokio::io::AsyncWriteExt;

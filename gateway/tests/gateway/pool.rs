@@ -12,9 +12,12 @@ use tokio::task::JoinHandle;
 
 use crate::{route, send_raw, upstream};
 
-/// The gateway in front of `up` alone, with `extra` settings on its upstream.
+/// The gateway in front of `up` alone, with `extra` settings on its upstream, on one
+/// worker thread: these tests are about one pool, shared by the requests of several
+/// client connections (each worker has a pool of its own: `workers.rs`).
 async fn gateway(up: &FakeUpstream, extra: &str) -> TestGateway {
-    TestGateway::start(&[upstream("up", &[up], extra), route("all", "/", "up", "")].concat()).await
+    let config = [upstream("up", &[up], extra), route("all", "/", "up", "")].concat();
+    TestGateway::start_with_workers(&config, 1).await
 }
 
 /// `n` concurrent GETs of `path`, each answering with its status.
@@ -547,7 +550,8 @@ async fn gateway_behind_a_relay(
         "[upstreams.up]\nendpoints = [\"{addr}\"]\nconnect_timeout = \"{connect_timeout}\"\nconnect_concurrency = 1\n\n{}",
         route("all", "/", "up", ""),
     );
-    (TestGateway::start(&config).await, addr)
+    // One worker: the waiting requests and the one holding the slot share a pool.
+    (TestGateway::start_with_workers(&config, 1).await, addr)
 }
 
 /// The gateway behind a relay (connect timeout 8 s) whose one connection carries an
