@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# System calls, context switches and CPU time per request of the proxy at a fixed rate,
+# nginx against the gateway (or two gateway builds), one after the other, each with
+# compare.sh's config. Counts come from `perf stat` on the proxy's threads (software
+# events and syscall tracepoints, which work where hardware counters do not); requests
+# are counted at the upstreams, so every target is divided by the same measure.
+#
+#   load-tests/syscalls.sh                                   # nginx, gateway; 1 worker
+#   WORKERS=2 RATE=5000 load-tests/syscalls.sh
+#   TARGETS="gateway baseline" BASELINE_BIN=/tmp/base-target/release/gateway WORKERS=2 load-tests/syscalls.sh
+# Environment: TARGETS [nginx gateway] (also baseline), WORKERS [1], RATE [5000],
+#   CONNS [32], DURATION [10] (seconds), GATEWAY_BIN, BASELINE_BIN, OUT_DIR.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LT_NAME=syscalls
+. "$HERE/lib.sh"
+
+TARGETS=${TARGETS:-"nginx gateway"}
+WORKERS=${WORKERS:-1}
+RATE=${RATE:-5000}
+CONNS=${CONNS:-32}
+DURATION=${DURATION:-10}
+EVENTS=context-switches,cpu-migrations,task-clock
+for call in epoll_wait futex recvfrom writev read write sendto; do
+    EVENTS+=",syscalls:sys_enter_$call"
+done
+need_tools oha nginx perf curl
+check_ports $UP1 $UP2 $ST1 $ST2 $PROXY_PORT $ADMIN_PORT
+
+start_upstreams
+for name in $TARGETS; do
+    d=$TMP/$name
+    mkdir -p "$d"
+    case $name in
+    nginx)
+        render "$HERE/conf/proxy-nginx.conf.in" "$d/nginx.conf" "$d" "" "" "$WORKERS"
+        start_bg nginx nginx -p "$d" -c "$d/nginx.conf"
+        ;;
+    gateway) start_bg gateway "$GATEWAY_BIN" --config "$GATEWAY_CONFIG" --workers "$WORKERS" ;;
+    baseline)
+        [[ -x "${BASELINE_BIN:-}" ]] || die "baseline needs BASELINE_BIN"
+        start_bg baseline "$BASELINE_BIN" --config "$GATEWAY_CONFIG" --workers "$WORKERS"
+        ;;
+    *) die "unknown target $name (nginx, gateway, baseline)" ;;
+    esac
+    pid=$LAST_PID
+    wait_http "http://127.0.0.1:$PROXY_PORT/" 30 || die "$name did not start"
+    # Warm up (and fill the pool) before counting.
+    timeout 60 oha --no-tui -c "$CONNS" -z 2s "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+    pids=$(echo "$pid" $(pgrep -P "$pid" || true) | tr ' ' ',')
+    upstream_counts
+    before=$UPR
+    perf stat -e "$EVENTS" -p "$pids" -o "$d/perf-stat.txt" -- sleep "$((DURATION + 1))" &
+    perf_pid=$!
+    timeout $((DURATION + 60)) oha --no-tui -c "$CONNS" -q "$RATE" -z "${DURATION}s" \
+        "http://127.0.0.1:$PROXY_PORT/" >"$d/oha.txt"
+    wait "$perf_pid" || true
+    upstream_counts
+    n=$((UPR - before))
+    p99=$(awk '/99.00%/ {print $3, $4}' "$d/oha.txt")
+    echo "== $name, $WORKERS worker(s), $RATE req/s over $CONNS connections: $n requests, p99 $p99"
+    awk -v n="$n" '/^ *[0-9][0-9,.]* +[a-z]/ {
+        gsub(",", "", $1)
+        if ($2 == "seconds") next
+        if ($2 == "msec") printf "  %-32s %8.2f µs per request\n", "task-clock", $1 * 1000 / n
+        else printf "  %-32s %8.3f per request\n", $2, $1 / n
+    }' "$d/perf-stat.txt"
+    stop_pid "$pid"
+done
