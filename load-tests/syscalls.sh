@@ -57,8 +57,9 @@ for name in $TARGETS; do
     wait "$perf_pid" || true
     upstream_counts
     n=$((UPR - before))
-    p99=$(awk '/99.00%/ {print $3, $4}' "$d/oha.txt")
-    echo "== $name, $WORKERS worker(s), $RATE req/s over $CONNS connections: $n requests, p99 $p99"
+    p50=$(awk '/ 50.00%/ {print $3, $4}' "$d/oha.txt")
+    p99=$(awk '/ 99.00%/ {print $3, $4}' "$d/oha.txt")
+    echo "== $name, $WORKERS worker(s), $RATE req/s over $CONNS connections: $n requests, p50 $p50, p99 $p99"
     awk -v n="$n" '/^ *[0-9][0-9,.]* +[a-z]/ {
         gsub(",", "", $1)
         if ($2 == "seconds") next

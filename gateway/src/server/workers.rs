@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::{DrainWatch, Site};
 use crate::worker;
@@ -26,19 +26,29 @@ struct Accepted {
     load: Load,
 }
 
+/// A worker's open client connections.
+#[derive(Default)]
+struct Open {
+    count: AtomicUsize,
+    /// Woken when the count drops to zero.
+    none: Notify,
+}
+
 /// One open client connection counted on its worker, until dropped.
-pub(crate) struct Load(Arc<AtomicUsize>);
+pub(crate) struct Load(Arc<Open>);
 
 impl Drop for Load {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.none.notify_waiters();
+        }
     }
 }
 
 /// The acceptor's handle on one worker thread.
 struct Worker {
     queue: mpsc::UnboundedSender<Accepted>,
-    open: Arc<AtomicUsize>,
+    open: Arc<Open>,
 }
 
 /// The running worker threads.
@@ -71,19 +81,18 @@ impl Workers {
             let (done, done_rx) = oneshot::channel();
             let site = site.clone();
             let stop_rx = stop_rx.clone();
+            let open = Arc::new(Open::default());
+            let worker_open = open.clone();
             thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))
                 .spawn(move || {
                     worker::enter(index);
-                    runtime.block_on(run(site, rx, stop_rx));
+                    runtime.block_on(run(site, rx, stop_rx, worker_open));
                     // Connections still open after the drain close here, with the runtime.
                     drop(runtime);
                     let _ = done.send(());
                 })?;
-            workers.push(Worker {
-                queue,
-                open: Arc::new(AtomicUsize::new(0)),
-            });
+            workers.push(Worker { queue, open });
             stopped.push(done_rx);
         }
         Ok(Self {
@@ -99,31 +108,37 @@ impl Workers {
         let n = self.workers.len();
         let start = self.next;
         self.next = (self.next + 1) % n;
-        let Some(worker) = (0..n)
-            .map(|i| &self.workers[(start + i) % n])
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        let Some(first) = (0..n)
+            .map(|i| (start + i) % n)
+            .min_by_key(|&i| self.workers[i].open.count.load(Ordering::Relaxed))
         else {
             return;
         };
         // Off this thread's reactor, onto the worker's when it arrives there.
-        let stream = match stream.into_std() {
+        let mut stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!("handing over the connection from {addr}: {e}");
                 return;
             }
         };
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let load = Load(worker.open.clone());
-        let accepted = Accepted {
-            stream,
-            addr,
-            drain,
-            load,
-        };
-        if worker.queue.send(accepted).is_err() {
-            tracing::error!("a worker thread has stopped; the connection from {addr} is closed");
+        let mut drain = drain;
+        // A worker whose thread has ended (it cannot, short of a bug) hands the
+        // connection on to the next one rather than closing it.
+        for worker in (0..n).map(|i| &self.workers[(first + i) % n]) {
+            worker.open.count.fetch_add(1, Ordering::Relaxed);
+            let accepted = Accepted {
+                stream,
+                addr,
+                drain,
+                load: Load(worker.open.clone()),
+            };
+            match worker.queue.send(accepted) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => (stream, drain) = (back.stream, back.drain),
+            }
         }
+        tracing::error!("no worker thread is running; the connection from {addr} is closed");
     }
 
     /// Stops handing out connections; the workers serve the ones they have.
@@ -139,6 +154,9 @@ impl Closing {
     /// Ends the worker threads, closing the connections they still hold, and waits
     /// until each has.
     pub(crate) async fn stop(self) {
+        // Sent, not only dropped: a sender dropped unsent means the acceptor's task was
+        // aborted, and the workers then let their connections finish (see `run`).
+        let _ = self.stop.send(());
         drop(self.stop);
         for stopped in self.stopped {
             let _ = stopped.await;
@@ -152,6 +170,7 @@ async fn run(
     site: Site,
     mut queue: mpsc::UnboundedReceiver<Accepted>,
     mut stop: watch::Receiver<()>,
+    open: Arc<Open>,
 ) {
     while let Some(a) = queue.recv().await {
         match TcpStream::from_std(a.stream) {
@@ -159,6 +178,60 @@ async fn run(
             Err(e) => tracing::warn!("registering the connection from {}: {e}", a.addr),
         }
     }
-    // Resolves when the sender is dropped: nothing is ever sent.
-    let _ = stop.changed().await;
+    // Told to stop after the drain: what is left closes with the runtime.
+    if stop.changed().await.is_ok() {
+        return;
+    }
+    // The sender was dropped unsent: `serve` was dropped (its task aborted). Its
+    // `Drain`'s drop has told the connections to finish gracefully, as they do on the
+    // calling runtime with one worker; the thread ends once they have.
+    loop {
+        let none = open.none.notified();
+        tokio::pin!(none);
+        none.as_mut().enable();
+        if open.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        none.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Drain;
+
+    fn worker() -> (Worker, mpsc::UnboundedReceiver<Accepted>) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let open = Arc::new(Open::default());
+        (Worker { queue, open }, rx)
+    }
+
+    #[tokio::test]
+    async fn a_connection_skips_a_worker_that_has_stopped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, addr) = listener.accept().await.unwrap();
+        let (stopped, rx) = worker();
+        drop(rx);
+        let (live, mut live_rx) = worker();
+        let (stop, _) = watch::channel(());
+        let mut workers = Workers {
+            workers: vec![stopped, live],
+            next: 0,
+            stop,
+            stopped: Vec::new(),
+        };
+        let drain = Drain::new();
+        // The stopped worker has no connections, so it is tried first.
+        workers.hand_over(stream, addr, drain.watch());
+        let accepted = live_rx.try_recv().expect("handed to the live worker");
+        assert_eq!(accepted.addr, addr);
+        assert_eq!(workers.workers[0].open.count.load(Ordering::Relaxed), 0);
+        assert_eq!(workers.workers[1].open.count.load(Ordering::Relaxed), 1);
+        drop(accepted);
+        assert_eq!(workers.workers[1].open.count.load(Ordering::Relaxed), 0);
+    }
 }

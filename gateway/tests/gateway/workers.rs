@@ -179,3 +179,65 @@ async fn connections_still_busy_after_the_grace_period_close_with_their_worker()
         );
     }
 }
+
+#[tokio::test]
+async fn h2c_streams_run_on_their_connections_worker() {
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start_with_workers(&config(&up, ""), 2).await;
+    // Two h2c clients: two connections, one on each worker.
+    let (a, b) = (
+        gateway_test_support::Client::h2c(),
+        gateway_test_support::Client::h2c(),
+    );
+    for _ in 0..3 {
+        for c in [&a, &b] {
+            assert_eq!(c.get(&gw.url("/x")).await.status, 200);
+        }
+    }
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_of_every_worker_are_reaped() {
+    let up = FakeUpstream::start("up").await;
+    let body = [
+        upstream("up", &[&up], "idle_timeout = \"300ms\""),
+        route("r", "/", "up", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start_with_workers(&body, 2).await;
+    let mut a = connection(&gw).await;
+    let mut b = connection(&gw).await;
+    get(&mut a, &gw, "/x").await.unwrap();
+    get(&mut b, &gw, "/x").await.unwrap();
+    assert_eq!(up.connections(), 2);
+    eventually("both workers' idle connections to close", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_dropped_without_a_shutdown_lets_its_workers_finish_their_requests() {
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start_with_workers(&config(&up, ""), 2).await;
+    let [a, b] = two_held(&gw, &up).await;
+    let addr = gw.addr;
+    // Its task aborted, as when served on the calling runtime: the connections are told
+    // to finish (`Drain`'s drop), and the requests in flight are answered.
+    drop(gw);
+    within("listener to close", async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Not a synchronisation: nothing signals a worker dropping its runtime, so a build
+    // that did so on the abort gets a moment to show it before the answers are let go.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    up.hold().release(2);
+    for held in [a, b] {
+        let (status, body) = within("a request in flight", held).await.unwrap().unwrap();
+        assert_eq!((status, body.as_str()), (200, "released"));
+    }
+}
