@@ -40,6 +40,12 @@ pub(crate) struct ReloadLabels {
     result: &'static str,
 }
 
+/// Labels of `gateway_worker_connections`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WorkerLabel {
+    worker: String,
+}
+
 /// Outcome of a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReloadResult {
@@ -61,6 +67,7 @@ pub(crate) struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     /// Open client connections on the proxy listener.
     pub(crate) open_connections: Gauge,
+    workers: Family<WorkerLabel, Gauge>,
 }
 
 impl Metrics {
@@ -73,6 +80,7 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let open_connections = Gauge::default();
+        let workers = Family::<WorkerLabel, Gauge>::default();
         registry.register(
             "gateway_requests",
             "Requests by route, method and status class",
@@ -98,6 +106,11 @@ impl Metrics {
             "Open client connections on the proxy listener",
             open_connections.clone(),
         );
+        registry.register(
+            "gateway_worker_connections",
+            "Open client connections by worker thread (with more than one worker)",
+            workers.clone(),
+        );
         Self {
             registry,
             requests,
@@ -105,7 +118,18 @@ impl Metrics {
             upstream_errors,
             reloads,
             open_connections,
+            workers,
         }
+    }
+
+    /// The count of one worker thread's open client connections: the acceptor reads it
+    /// to choose a worker, and it is exported as it is.
+    pub(crate) fn worker_connections(&self, worker: usize) -> Gauge {
+        self.workers
+            .get_or_create(&WorkerLabel {
+                worker: worker.to_string(),
+            })
+            .clone()
     }
 
     /// Handles for one route (`""` for requests that matched none).

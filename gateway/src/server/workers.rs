@@ -8,10 +8,10 @@
 //! connection's requests cannot move, so this is the balance there is.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
@@ -27,9 +27,9 @@ struct Accepted {
 }
 
 /// A worker's open client connections.
-#[derive(Default)]
 struct Open {
-    count: AtomicUsize,
+    /// Also exported as `gateway_worker_connections{worker}`.
+    count: Gauge,
     /// Woken when the count drops to zero.
     none: Notify,
 }
@@ -39,7 +39,7 @@ pub(crate) struct Load(Arc<Open>);
 
 impl Drop for Load {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+        if self.0.count.dec() == 1 {
             self.0.none.notify_waiters();
         }
     }
@@ -81,7 +81,10 @@ impl Workers {
             let (done, done_rx) = oneshot::channel();
             let site = site.clone();
             let stop_rx = stop_rx.clone();
-            let open = Arc::new(Open::default());
+            let open = Arc::new(Open {
+                count: site.shared.metrics.worker_connections(index),
+                none: Notify::new(),
+            });
             let worker_open = open.clone();
             thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))
@@ -110,7 +113,7 @@ impl Workers {
         self.next = (self.next + 1) % n;
         let Some(first) = (0..n)
             .map(|i| (start + i) % n)
-            .min_by_key(|&i| self.workers[i].open.count.load(Ordering::Relaxed))
+            .min_by_key(|&i| self.workers[i].open.count.get())
         else {
             return;
         };
@@ -126,7 +129,7 @@ impl Workers {
         // A worker whose thread has ended (it cannot, short of a bug) hands the
         // connection on to the next one rather than closing it.
         for worker in (0..n).map(|i| &self.workers[(first + i) % n]) {
-            worker.open.count.fetch_add(1, Ordering::Relaxed);
+            worker.open.count.inc();
             let accepted = Accepted {
                 stream,
                 addr,
@@ -189,7 +192,7 @@ async fn run(
         let none = open.none.notified();
         tokio::pin!(none);
         none.as_mut().enable();
-        if open.count.load(Ordering::Relaxed) == 0 {
+        if open.count.get() <= 0 {
             return;
         }
         none.await;
@@ -203,7 +206,10 @@ mod tests {
 
     fn worker() -> (Worker, mpsc::UnboundedReceiver<Accepted>) {
         let (queue, rx) = mpsc::unbounded_channel();
-        let open = Arc::new(Open::default());
+        let open = Arc::new(Open {
+            count: Gauge::default(),
+            none: Notify::new(),
+        });
         (Worker { queue, open }, rx)
     }
 
@@ -229,9 +235,9 @@ mod tests {
         workers.hand_over(stream, addr, drain.watch());
         let accepted = live_rx.try_recv().expect("handed to the live worker");
         assert_eq!(accepted.addr, addr);
-        assert_eq!(workers.workers[0].open.count.load(Ordering::Relaxed), 0);
-        assert_eq!(workers.workers[1].open.count.load(Ordering::Relaxed), 1);
+        assert_eq!(workers.workers[0].open.count.get(), 0);
+        assert_eq!(workers.workers[1].open.count.get(), 1);
         drop(accepted);
-        assert_eq!(workers.workers[1].open.count.load(Ordering::Relaxed), 0);
+        assert_eq!(workers.workers[1].open.count.get(), 0);
     }
 }

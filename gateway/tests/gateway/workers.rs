@@ -75,6 +75,16 @@ async fn connections_are_shared_out_and_each_worker_reuses_its_own_upstream_conn
         state["upstreams"][0]["endpoints"][0]["idle_connections"], 2,
         "{state}"
     );
+    // And the metrics show one client connection on each worker.
+    let metrics = gateway_test_support::Client::default()
+        .get(&gw.admin_url("/metrics"))
+        .await
+        .body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for worker in ["0", "1"] {
+        let line = format!("gateway_worker_connections{{worker=\"{worker}\"}} 1\n");
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
 }
 
 #[tokio::test]
