@@ -27,7 +27,6 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
 
 use crate::balance::EndpointStats;
 use crate::routes::Route;
@@ -35,7 +34,7 @@ use crate::server::Busy;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use body::{BodyError, LimitedBody};
-use client::{ClientError, PooledBody};
+use client::{ClientError, PooledBody, SendFuture};
 use rescue::{Blame, ProxyError};
 
 pin_project! {
@@ -119,7 +118,7 @@ pub(crate) fn handle(
     peer: Arc<Peer>,
     req: Request<Incoming>,
     busy: Busy,
-) -> Handling<impl Future<Output = Result<Response<PooledBody>, ClientError>>> {
+) -> Handling {
     let start = Instant::now();
     let snapshot = shared.snapshot.load_full();
     let scan = headers::Scan::of(req.headers());
@@ -148,17 +147,17 @@ pub(crate) fn handle(
 pin_project! {
     /// The response to one request, from [`handle`]. Its error type is `Infallible`
     /// because every failure becomes a gateway response.
-    pub(crate) struct Handling<F> {
+    pub(crate) struct Handling {
         #[pin]
-        stage: Stage<F>,
+        stage: Stage,
         done: Done,
     }
 }
 
 pin_project! {
     #[project = StageProj]
-    enum Stage<F> {
-        Sent { #[pin] exchange: Exchange<F> },
+    enum Stage {
+        Sent { #[pin] exchange: Exchange },
         Failed { error: Option<ProxyError> },
     }
 }
@@ -175,10 +174,7 @@ struct Done {
     busy: Option<Busy>,
 }
 
-impl<F> Future for Handling<F>
-where
-    F: Future<Output = Result<Response<PooledBody>, ClientError>>,
-{
+impl Future for Handling {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -263,7 +259,7 @@ fn dispatch(
     request_id: &HeaderValue,
     busy: &Busy,
     trace: &mut Trace,
-) -> Result<Exchange<impl Future<Output = Result<Response<PooledBody>, ClientError>>>, ProxyError> {
+) -> Result<Exchange, ProxyError> {
     let server = &snapshot.config.server;
     if head_size(&req) > server.max_request_headers {
         return Err(ProxyError::HeadersTooLarge {
@@ -364,7 +360,7 @@ fn dispatch(
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {
         response: endpoint.pool.send(Request::from_parts(parts, body)),
-        deadline: tokio::time::sleep(timeout),
+        deadline: deadline_after(timeout),
         body_sent,
         timeout,
         in_flight,
@@ -375,12 +371,11 @@ pin_project! {
     /// A request handed to an upstream connection, awaiting its response head within
     /// the upstream's request timeout. The timeout runs from the end of the upload, so
     /// a large or slow upload is bounded by the client's pace, not cut off by the
-    /// upstream's timer.
-    struct Exchange<F> {
-        #[pin]
-        response: F,
-        #[pin]
-        deadline: Sleep,
+    /// upstream's timer. The timer itself is the upstream connection's (see
+    /// [`SendFuture::poll_deadline`]).
+    struct Exchange {
+        response: SendFuture,
+        deadline: tokio::time::Instant,
         // Resolves when the request body has been sent (absent without a body).
         body_sent: Option<oneshot::Receiver<()>>,
         timeout: Duration,
@@ -388,15 +383,12 @@ pin_project! {
     }
 }
 
-impl<F> Future for Exchange<F>
-where
-    F: Future<Output = Result<Response<PooledBody>, ClientError>>,
-{
+impl Future for Exchange {
     type Output = Result<Response<PooledBody>, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let result = match this.response.poll(cx) {
+        let this = self.project();
+        let result = match Pin::new(&mut *this.response).poll(cx) {
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
             Poll::Ready(Err(e)) => classify(e),
             Poll::Pending => {
@@ -405,10 +397,9 @@ where
                         return Poll::Pending;
                     }
                     *this.body_sent = None;
-                    // `sleep` caps a deadline too far away to represent.
-                    this.deadline.set(tokio::time::sleep(*this.timeout));
+                    *this.deadline = deadline_after(*this.timeout);
                 }
-                ready!(this.deadline.poll(cx));
+                ready!(this.response.poll_deadline(cx, *this.deadline));
                 ProxyError::UpstreamTimeout
             }
         };
@@ -417,6 +408,13 @@ where
         }
         Poll::Ready(Err(result))
     }
+}
+
+/// `timeout` from now; one too far away to represent is capped, as `sleep` does.
+fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Counts a request as in flight on an endpoint until dropped.

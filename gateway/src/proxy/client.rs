@@ -184,6 +184,8 @@ enum SendState {
         connection: ConnectionFuture,
         request: Option<Unsent>,
         pool: Arc<PoolInner>,
+        /// The response-head deadline while there is no connection to keep it.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
     },
 }
 
@@ -213,6 +215,7 @@ impl SendState {
             connection: Box::pin(async move { waiter.acquire().await }),
             request: Some(request),
             pool,
+            timer: None,
         }
     }
 }
@@ -237,6 +240,7 @@ impl Future for SendFuture {
                     connection,
                     request,
                     pool,
+                    ..
                 } => {
                     let (conn, reused) = ready!(connection.as_mut().poll(cx))?;
                     let pool = pool.clone();
@@ -255,6 +259,26 @@ impl Future for SendFuture {
                 }
             };
             *state = next;
+        }
+    }
+}
+
+impl SendFuture {
+    /// Ready once `deadline` has passed, for the caller's response-head timeout: on
+    /// the connection's own timer once there is one (reset per exchange, so a request
+    /// costs no timer registration), else on one of the wait's.
+    pub(crate) fn poll_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Poll<()> {
+        match &mut self.state {
+            SendState::Exchanging { exchange } => match &mut exchange.live {
+                Some(live) => live.conn.poll_deadline(cx, deadline),
+                // Ended: the next poll of the exchange says how.
+                None => Poll::Ready(()),
+            },
+            SendState::Waiting { timer, .. } => h1::poll_timer(timer, cx, deadline),
         }
     }
 }

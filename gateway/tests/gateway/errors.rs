@@ -59,6 +59,39 @@ async fn a_slow_upstream_times_out_with_504() {
     up.hold().release(1);
 }
 
+/// Each upstream connection keeps one timer for the response-head timeout of its
+/// exchanges, moved for each: a reused connection times out each request on its own
+/// deadline, whether its timer last fired while the connection idled or not.
+#[tokio::test]
+async fn a_reused_connection_times_out_each_request_on_its_own_deadline() {
+    let up = FakeUpstream::start("slow").await;
+    let config = [
+        upstream("slow", &[&up], "request_timeout = \"300ms\""),
+        route("all", "/", "slow", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start_with_workers(&config, 1).await;
+    let c = Client::default();
+    for idle in [Duration::ZERO, Duration::from_millis(600)] {
+        assert_eq!(c.get(&gw.url("/fast")).await.status, 200);
+        // Past the last deadline when idle is 600 ms: the timer fires while the
+        // connection waits in the pool, and must be armed again by the next request.
+        tokio::time::sleep(idle).await;
+        let started = std::time::Instant::now();
+        let r = c.get(&gw.url("/hold")).await;
+        assert_gateway_error(&r, 504, "upstream_timeout");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250),
+            "timed out after {waited:?}, before its own deadline"
+        );
+        // The gateway gave up the held request's connection; nothing to release.
+    }
+    // Each held request went on the connection its `/fast` opened (and the gateway
+    // closed it after the timeout).
+    assert_eq!(up.connections(), 2);
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_whether_announced_or_streamed() {
     let up = FakeUpstream::start("up").await;

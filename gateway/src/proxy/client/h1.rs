@@ -32,6 +32,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 
 use super::PoolInner;
 use crate::proxy::body::{BodyError, LimitedBody};
@@ -82,6 +83,10 @@ pub(crate) struct Conn {
     /// The request's header map, emptied, to hold the response's headers: hyper keeps
     /// each response's map for the next request it parses, so one map goes round.
     spare: HeaderMap,
+    /// The response-head timer of this connection's exchanges, made with its first
+    /// one and reset for each: moving a registered timer's deadline later is one
+    /// atomic exchange, where a timer per request is a registration and a removal.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// The socket: whole, or its read half while the write half finishes an upload the
@@ -104,7 +109,14 @@ impl Conn {
             read_size: MIN_READ,
             fields: Vec::new(),
             spare: HeaderMap::new(),
+            timer: None,
         }
+    }
+
+    /// Ready once `deadline` has passed; the exchange on this connection waits for
+    /// its response head until then.
+    pub(crate) fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        poll_timer(&mut self.timer, cx, deadline)
     }
 
     /// Called as the connection goes idle: a read buffer grown for a large body is let
@@ -1062,6 +1074,26 @@ fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError
                 Err(_) => Err(ExchangeError::Malformed("invalid trailer section")),
             }
         }
+    }
+}
+
+/// Polls `timer` for `deadline`, making it on first use and moving it otherwise.
+pub(crate) fn poll_timer(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+    deadline: Instant,
+) -> Poll<()> {
+    match timer {
+        Some(t) => {
+            if t.deadline() != deadline {
+                t.as_mut().reset(deadline);
+            }
+            t.as_mut().poll(cx)
+        }
+        None => timer
+            .insert(Box::pin(tokio::time::sleep_until(deadline)))
+            .as_mut()
+            .poll(cx),
     }
 }
 
