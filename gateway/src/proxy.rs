@@ -144,22 +144,19 @@ pub(crate) fn handle(
     }
 }
 
-pin_project! {
-    /// The response to one request, from [`handle`]. Its error type is `Infallible`
-    /// because every failure becomes a gateway response.
-    pub(crate) struct Handling {
-        #[pin]
-        stage: Stage,
-        done: Done,
-    }
+/// The response to one request, from [`handle`]. Its error type is `Infallible`
+/// because every failure becomes a gateway response. Nothing in it is pinned: the
+/// exchange's timer is boxed on its upstream connection.
+pub(crate) struct Handling {
+    stage: Stage,
+    done: Done,
 }
 
-pin_project! {
-    #[project = StageProj]
-    enum Stage {
-        Sent { #[pin] exchange: Exchange },
-        Failed { error: Option<ProxyError> },
-    }
+// The exchange sits in place: boxing it would cost every request an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Stage {
+    Sent { exchange: Exchange },
+    Failed { error: Option<ProxyError> },
 }
 
 /// What the metrics and the access log need once the response is known.
@@ -178,14 +175,14 @@ impl Future for Handling {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match this.stage.project() {
-            StageProj::Sent { exchange } => ready!(exchange.poll(cx)),
-            StageProj::Failed { error } => Err(error
+        let this = self.get_mut();
+        let result = match &mut this.stage {
+            Stage::Sent { exchange } => ready!(exchange.poll(cx)),
+            Stage::Failed { error } => Err(error
                 .take()
                 .unwrap_or(ProxyError::BadRequest("request polled after completion"))),
         };
-        let done = &mut *this.done;
+        let done = &mut this.done;
         let mut response = match result {
             Ok(mut response) => {
                 headers::remove_hop_by_hop(response.headers_mut());
@@ -367,44 +364,40 @@ fn dispatch(
     })
 }
 
-pin_project! {
-    /// A request handed to an upstream connection, awaiting its response head within
-    /// the upstream's request timeout. The timeout runs from the end of the upload, so
-    /// a large or slow upload is bounded by the client's pace, not cut off by the
-    /// upstream's timer. The timer itself is the upstream connection's (see
-    /// [`SendFuture::poll_deadline`]).
-    struct Exchange {
-        response: SendFuture,
-        deadline: tokio::time::Instant,
-        // Resolves when the request body has been sent (absent without a body).
-        body_sent: Option<oneshot::Receiver<()>>,
-        timeout: Duration,
-        in_flight: InFlight,
-    }
+/// A request handed to an upstream connection, awaiting its response head within
+/// the upstream's request timeout. The timeout runs from the end of the upload, so
+/// a large or slow upload is bounded by the client's pace, not cut off by the
+/// upstream's timer. The timer itself is the upstream connection's (see
+/// [`SendFuture::poll_deadline`]).
+struct Exchange {
+    response: SendFuture,
+    deadline: tokio::time::Instant,
+    // Resolves when the request body has been sent (absent without a body).
+    body_sent: Option<oneshot::Receiver<()>>,
+    timeout: Duration,
+    in_flight: InFlight,
 }
 
-impl Future for Exchange {
-    type Output = Result<Response<PooledBody>, ProxyError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match Pin::new(&mut *this.response).poll(cx) {
+impl Exchange {
+    /// The response head, or the error it became (a timeout among them).
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<PooledBody>, ProxyError>> {
+        let result = match Pin::new(&mut self.response).poll(cx) {
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
             Poll::Ready(Err(e)) => classify(e),
             Poll::Pending => {
-                if let Some(sent) = this.body_sent {
+                if let Some(sent) = &mut self.body_sent {
                     if Pin::new(sent).poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    *this.body_sent = None;
-                    *this.deadline = deadline_after(*this.timeout);
+                    self.body_sent = None;
+                    self.deadline = deadline_after(self.timeout);
                 }
-                ready!(this.response.poll_deadline(cx, *this.deadline));
+                ready!(self.response.poll_deadline(cx, self.deadline));
                 ProxyError::UpstreamTimeout
             }
         };
         if result.blame() == Blame::Upstream {
-            this.in_flight.0.failures.fetch_add(1, Ordering::Relaxed);
+            self.in_flight.0.failures.fetch_add(1, Ordering::Relaxed);
         }
         Poll::Ready(Err(result))
     }

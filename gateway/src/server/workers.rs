@@ -107,7 +107,7 @@ impl Workers {
     }
 
     /// Hands an accepted connection to the worker with the fewest open connections.
-    pub(crate) fn hand_over(&mut self, stream: TcpStream, addr: SocketAddr, drain: DrainWatch) {
+    pub(crate) fn hand_over(&mut self, stream: TcpStream, addr: SocketAddr, mut drain: DrainWatch) {
         let n = self.workers.len();
         let start = self.next;
         self.next = (self.next + 1) % n;
@@ -125,7 +125,6 @@ impl Workers {
                 return;
             }
         };
-        let mut drain = drain;
         // A worker whose thread has ended (it cannot, short of a bug) hands the
         // connection on to the next one rather than closing it.
         for worker in (0..n).map(|i| &self.workers[(first + i) % n]) {

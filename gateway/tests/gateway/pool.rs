@@ -697,3 +697,24 @@ async fn an_endpoint_that_never_answers_fails_each_waiting_request_within_the_co
         assert_eq!(r.header("x-gateway-error"), "connect_failed");
     }
 }
+
+/// The request timeout also bounds the wait for a connection: a request whose connect
+/// hangs gets its 504 at `request_timeout`, well before `connect_timeout`.
+#[tokio::test]
+async fn a_request_still_waiting_for_a_connection_times_out_at_the_request_timeout() {
+    let (addr, _keep) = unresponsive_endpoint();
+    let config = format!(
+        "[upstreams.dark]\nendpoints = [\"{addr}\"]\nconnect_timeout = \"20s\"\nrequest_timeout = \"300ms\"\n\n{}",
+        route("all", "/", "dark", ""),
+    );
+    let gw = TestGateway::start(&config).await;
+    let started = std::time::Instant::now();
+    let r = within("a 504", Client::default().get(&gw.url("/x"))).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.header("x-gateway-error"), "upstream_timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+}
