@@ -356,7 +356,7 @@ fn dispatch(
     let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {
-        response: endpoint.pool.send(Request::from_parts(parts, body)),
+        response: endpoint.pool.send(parts, body),
         deadline: deadline_after(timeout),
         body_sent,
         timeout,
@@ -549,6 +549,24 @@ mod tests {
         assert!(!has_dot_segment("/a/...b"));
         assert!(!has_dot_segment("/a/.../b"));
         assert!(has_dot_segment("/a/.%2E/b"));
+    }
+
+    /// hyper moves each request's future into place, and the exchange moves the
+    /// connection and the response along: their sizes are copied on every request
+    /// (in callgrind, ~1k instructions per request went to such copies before the
+    /// connection and a body's upload were boxed).
+    #[test]
+    fn what_moves_per_request_stays_small() {
+        use std::mem::size_of;
+        let handling = size_of::<super::Handling>();
+        assert!(
+            handling <= 384,
+            "the request future grew to {handling} bytes"
+        );
+        let response = size_of::<http::Response<super::ResponseBody>>();
+        assert!(response <= 192, "the response grew to {response} bytes");
+        let body = size_of::<super::client::PooledBody>();
+        assert!(body <= 64, "the response body grew to {body} bytes");
     }
 
     #[test]

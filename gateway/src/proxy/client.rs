@@ -23,7 +23,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
@@ -146,9 +146,11 @@ impl EndpointPool {
     ///
     /// With an idle connection at hand the head is encoded before this returns, so
     /// the future holds the exchange itself and nothing boxed.
-    pub(crate) fn send(&self, req: Request<LimitedBody>) -> SendFuture {
+    ///
+    /// The request comes as its parts and its body, as `dispatch` has them: putting
+    /// them together and apart again would copy both.
+    pub(crate) fn send(&self, mut parts: http::request::Parts, body: LimitedBody) -> SendFuture {
         let pool = self.inner.clone();
-        let (mut parts, body) = req.into_parts();
         let framing = RequestFraming::choose(&mut parts, &body);
         let state = match pool.checkout() {
             Some(conn) => SendState::Exchanging {
@@ -182,7 +184,7 @@ enum SendState {
     /// for connections holds a few hundred bytes each.
     Waiting {
         connection: ConnectionFuture,
-        request: Option<Unsent>,
+        request: Option<Box<Unsent>>,
         pool: Arc<PoolInner>,
         /// The response-head deadline while there is no connection to keep it.
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -192,9 +194,9 @@ enum SendState {
 type ConnectionFuture = Pin<Box<dyn Future<Output = Result<(Conn, bool), ClientError>> + Send>>;
 
 /// A request waiting for a connection: not started yet, or to be sent again after a
-/// reused connection's upstream closed under it.
-// In place inside `SendState`, whose exchange variant is larger still: boxing the
-// parts would cost an allocation and save nothing.
+/// reused connection's upstream closed under it. Boxed while it waits, a path as rare
+/// as opening a connection, so that the future of every request stays small.
+// Boxed whole, so the difference between its variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Unsent {
     New {
@@ -213,7 +215,7 @@ impl SendState {
         let waiter = pool.clone();
         SendState::Waiting {
             connection: Box::pin(async move { waiter.acquire().await }),
-            request: Some(request),
+            request: Some(Box::new(request)),
             pool,
             timer: None,
         }
@@ -244,7 +246,7 @@ impl Future for SendFuture {
                 } => {
                     let (conn, reused) = ready!(connection.as_mut().poll(cx))?;
                     let pool = pool.clone();
-                    let exchange = match request.take() {
+                    let exchange = match request.take().map(|r| *r) {
                         Some(Unsent::New {
                             parts,
                             framing,
