@@ -310,15 +310,13 @@ fn dispatch(
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
-    // Room for the headers added below, so the map grows (and rehashes) at most once.
-    h.reserve(4);
     headers::remove_hop_by_hop_scanned(h, scan);
     // The gateway already answered `Expect: 100-continue` by reading the body.
     if scan.expect {
         h.remove(EXPECT);
     }
     let trusted = headers::is_trusted(peer.addr.ip(), &server.trusted_proxies);
-    headers::set_forwarded(
+    let mut added = headers::set_forwarded(
         h,
         scan,
         &peer.ip_header,
@@ -343,9 +341,12 @@ fn dispatch(
                     .map_err(|_| ProxyError::BadRequest("invalid upstream authority"))?
             }
         };
-        h.insert(HOST, host);
+        if host_sent {
+            h.remove(HOST);
+        }
+        added.host = Some(host);
     }
-    h.insert(headers::X_REQUEST_ID, request_id.clone());
+    added.set_request_id(h, scan, request_id.clone());
 
     let (body, body_sent) = LimitedBody::new(body, limit);
     // A body still to come keeps the client connection busy until it has all arrived.
@@ -356,7 +357,7 @@ fn dispatch(
     let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {
-        response: endpoint.pool.send(parts, body),
+        response: endpoint.pool.send(parts, added, body),
         deadline: deadline_after(timeout),
         body_sent,
         timeout,

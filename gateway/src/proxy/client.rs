@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
 use super::body::LimitedBody;
+use super::headers::Added;
 use crate::config::ConnectionConfig;
 use crate::worker;
 use h1::{Conn, HeadError, RequestFraming, Upload};
@@ -149,17 +150,23 @@ impl EndpointPool {
     ///
     /// The request comes as its parts and its body, as `dispatch` has them: putting
     /// them together and apart again would copy both.
-    pub(crate) fn send(&self, mut parts: http::request::Parts, body: LimitedBody) -> SendFuture {
+    pub(crate) fn send(
+        &self,
+        mut parts: http::request::Parts,
+        added: Added,
+        body: LimitedBody,
+    ) -> SendFuture {
         let pool = self.inner.clone();
         let framing = RequestFraming::choose(&mut parts, &body);
         let state = match pool.checkout() {
             Some(conn) => SendState::Exchanging {
-                exchange: Exchange::start(conn, parts, framing, body, true, pool),
+                exchange: Exchange::start(conn, parts, &added, framing, body, true, pool),
             },
             None => SendState::waiting(
                 pool,
                 Unsent::New {
                     parts,
+                    added,
                     framing,
                     body,
                 },
@@ -201,6 +208,7 @@ type ConnectionFuture = Pin<Box<dyn Future<Output = Result<(Conn, bool), ClientE
 enum Unsent {
     New {
         parts: http::request::Parts,
+        added: Added,
         framing: RequestFraming,
         body: LimitedBody,
     },
@@ -249,9 +257,10 @@ impl Future for SendFuture {
                     let exchange = match request.take().map(|r| *r) {
                         Some(Unsent::New {
                             parts,
+                            added,
                             framing,
                             body,
-                        }) => Exchange::start(conn, parts, framing, body, reused, pool),
+                        }) => Exchange::start(conn, parts, &added, framing, body, reused, pool),
                         Some(Unsent::Again { upload, method }) => {
                             Exchange::new(conn, *upload, method, reused, pool)
                         }
@@ -320,12 +329,13 @@ impl Exchange {
     fn start(
         mut conn: Conn,
         parts: http::request::Parts,
+        added: &Added,
         framing: RequestFraming,
         body: LimitedBody,
         reused: bool,
         pool: Arc<PoolInner>,
     ) -> Self {
-        let upload = Upload::start(&mut conn, &parts, framing, body);
+        let upload = Upload::start(&mut conn, &parts, added, framing, body);
         conn.recycle(parts.headers);
         Self::new(conn, upload, parts.method, reused, pool)
     }

@@ -36,6 +36,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::PoolInner;
 use crate::proxy::body::{BodyError, LimitedBody};
+use crate::proxy::headers::Added;
 
 /// Most header fields accepted in a response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -240,7 +241,12 @@ impl ConnState {
     }
 
     /// Encodes a request head into a shareable buffer.
-    fn encode_head(&mut self, parts: &http::request::Parts, framing: RequestFraming) -> Bytes {
+    fn encode_head(
+        &mut self,
+        parts: &http::request::Parts,
+        added: &Added,
+        framing: RequestFraming,
+    ) -> Bytes {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let w = &mut self.write;
         // A guess, not a second pass over the headers: a longer head grows the buffer,
@@ -251,6 +257,7 @@ impl ConnState {
         w.extend_from_slice(path.as_bytes());
         w.extend_from_slice(b" HTTP/1.1\r\n");
         put_fields(w, &parts.headers);
+        added.each(|name, value| put_field(w, name.as_bytes(), value));
         match framing {
             RequestFraming::AsIs => {}
             RequestFraming::Length(n) => {
@@ -572,10 +579,11 @@ impl Upload {
     pub(crate) fn start(
         conn: &mut Conn,
         parts: &http::request::Parts,
+        added: &Added,
         framing: RequestFraming,
         body: LimitedBody,
     ) -> Self {
-        let head = conn.encode_head(parts, framing);
+        let head = conn.encode_head(parts, added, framing);
         if body.is_end_stream() {
             return Upload::Head {
                 head,
@@ -780,11 +788,16 @@ fn put_fields<'a>(
     fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
 ) {
     for (name, value) in fields {
-        w.extend_from_slice(name.as_str().as_bytes());
-        w.extend_from_slice(b": ");
-        w.extend_from_slice(value.as_bytes());
-        w.extend_from_slice(b"\r\n");
+        put_field(w, name.as_str().as_bytes(), value);
     }
+}
+
+/// Writes one `name: value` line.
+fn put_field(w: &mut BytesMut, name: &[u8], value: &HeaderValue) {
+    w.extend_from_slice(name);
+    w.extend_from_slice(b": ");
+    w.extend_from_slice(value.as_bytes());
+    w.extend_from_slice(b"\r\n");
 }
 
 /// False for fields a trailer section must not carry (RFC 9110 6.5.1): framing,
