@@ -184,8 +184,8 @@ impl Future for Handling {
         };
         let done = &mut this.done;
         let mut response = match result {
+            // The upstream client has left out the hop-by-hop fields.
             Ok(mut response) => {
-                headers::remove_hop_by_hop(response.headers_mut());
                 response
                     .headers_mut()
                     .insert(headers::X_REQUEST_ID, done.request_id.clone());

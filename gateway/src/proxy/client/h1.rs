@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::PoolInner;
 use crate::proxy::body::{BodyError, LimitedBody};
-use crate::proxy::headers::Added;
+use crate::proxy::headers::{self, Added};
 
 /// Most header fields accepted in a response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -331,6 +331,11 @@ impl ConnState {
                 let name = HeaderName::from_bytes(h.name.as_bytes())
                     .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
                 meta.note(&name, h.value)?;
+                // Hop-by-hop fields end here, their framing and keep-alive facts noted;
+                // a `Connection` that names other fields stays for the pass below.
+                if is_hop_by_hop(&name) && !(name == CONNECTION && meta.names_fields) {
+                    continue;
+                }
                 let start = h.value.as_ptr() as usize - base;
                 self.fields.push((name, start, start + h.value.len()));
             }
@@ -342,6 +347,9 @@ impl ConnState {
                 let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                     .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
                 headers.append(name, value);
+            }
+            if meta.names_fields {
+                headers::remove_hop_by_hop(&mut headers);
             }
             if meta.transfer_encoding && meta.content_length.is_some() {
                 // The chunks delimit it; a length forwarded along would contradict them.
@@ -361,7 +369,21 @@ impl ConnState {
     }
 }
 
-/// A final response head, and how its body is to be read.
+/// True for the fields that concern one connection only (RFC 9110 7.6.1), which a
+/// proxy does not pass on: `Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`,
+/// `Upgrade` and `Proxy-*`. Fields a `Connection` header names are hop-by-hop too;
+/// those are removed once the head's map is built.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    use http::header::{TE, TRANSFER_ENCODING, UPGRADE};
+    if *name == CONNECTION || *name == TRANSFER_ENCODING || *name == TE || *name == UPGRADE {
+        return true;
+    }
+    let n = name.as_str();
+    n == "keep-alive" || n.starts_with("proxy-")
+}
+
+/// A final response head without its hop-by-hop fields, and how its body is to be
+/// read.
 pub(crate) struct Head {
     pub(crate) response: Response<()>,
     pub(crate) framing: Framing,
@@ -396,6 +418,8 @@ struct HeadMeta {
     chunked_last: bool,
     close: bool,
     keep_alive: bool,
+    /// A `Connection` field names other fields, which are hop-by-hop as well.
+    names_fields: bool,
 }
 
 impl HeadMeta {
@@ -414,11 +438,14 @@ impl HeadMeta {
             // Each field continues the list: only the last coding of the last one counts.
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
             self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-        } else if *name == http::header::CONNECTION {
+        } else if *name == CONNECTION {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                self.names_fields |= !(close || keep_alive || token.is_empty());
             }
         }
         Ok(())
@@ -806,7 +833,7 @@ fn put_field(w: &mut BytesMut, name: &[u8], value: &HeaderValue) {
 /// gateway vouches for in the head (`X-Forwarded-*`, `Forwarded`, `X-Request-Id`), which
 /// an upstream merging trailers into headers would otherwise take from the client.
 fn trailer_allowed(name: &HeaderName) -> bool {
-    use http::header::{CONNECTION, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    use http::header::{FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     let n = name.as_str();
     ![
         CONTENT_LENGTH,
@@ -1283,6 +1310,43 @@ mod tests {
         let client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
         (Conn::new(client), server)
+    }
+
+    /// The head reaches the proxy without its hop-by-hop fields, those `Connection`
+    /// names before or after itself among them, while what they say about framing and
+    /// keep-alive still counts.
+    #[tokio::test]
+    async fn a_response_head_comes_without_its_hop_by_hop_fields() {
+        let (mut conn, _server) = connected().await;
+        conn.read.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\nx-early: 1\r\nConnection: X-Early, close\r\n\
+              keep-alive: timeout=5\r\nproxy-authenticate: Basic\r\nupgrade: h2c\r\n\
+              te: trailers\r\ntransfer-encoding: chunked\r\nconnection: x-late\r\n\
+              x-late: 2\r\nx-kept: yes\r\n\r\n",
+        );
+        let head = conn
+            .parse_head(&Method::GET)
+            .expect("valid")
+            .expect("whole");
+        let names: Vec<_> = head.response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+        assert!(!head.keep_alive);
+        assert!(
+            matches!(head.framing, Framing::Chunked(_)),
+            "{:?}",
+            head.framing
+        );
+
+        conn.read.extend_from_slice(
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+        );
+        let head = conn
+            .parse_head(&Method::GET)
+            .expect("valid")
+            .expect("whole");
+        let names: Vec<_> = head.response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-length"]);
+        assert!(head.keep_alive);
     }
 
     /// Reads grow while they fill the buffer (as hyper's do), and a connection going
