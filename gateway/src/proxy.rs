@@ -125,7 +125,12 @@ pub(crate) fn handle(
     let request_id = shared.ids.for_request(req.headers(), &scan);
     let method = req.method().clone();
     let mut trace = Trace::default();
-    let stage = match dispatch(&snapshot, &peer, req, &scan, &request_id, &busy, &mut trace) {
+    let arrival = Arrival {
+        start,
+        scan: &scan,
+        request_id: &request_id,
+    };
+    let stage = match dispatch(&snapshot, &peer, req, arrival, &busy, &mut trace) {
         Ok(exchange) => Stage::Sent { exchange },
         Err(e) => Stage::Failed { error: Some(e) },
     };
@@ -247,16 +252,30 @@ fn finish(done: &Done, response: &Response<ResponseBody>) {
     }
 }
 
+/// What [`handle`] learned of a request as it arrived.
+#[derive(Clone, Copy)]
+struct Arrival<'a> {
+    /// When it arrived: the request timeout and the age of idle upstream connections
+    /// count from here, so the request costs no more clock reads for them.
+    start: Instant,
+    scan: &'a headers::Scan,
+    request_id: &'a HeaderValue,
+}
+
 /// Checks, routes and rewrites a request, then hands it to an endpoint's pool.
 fn dispatch(
     snapshot: &Snapshot,
     peer: &Peer,
     req: Request<Incoming>,
-    scan: &headers::Scan,
-    request_id: &HeaderValue,
+    arrival: Arrival<'_>,
     busy: &Busy,
     trace: &mut Trace,
 ) -> Result<Exchange, ProxyError> {
+    let Arrival {
+        start,
+        scan,
+        request_id,
+    } = arrival;
     let server = &snapshot.config.server;
     if head_size(&req) > server.max_request_headers {
         return Err(ProxyError::HeadersTooLarge {
@@ -357,8 +376,8 @@ fn dispatch(
     let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {
-        response: endpoint.pool.send(parts, added, body),
-        deadline: deadline_after(timeout),
+        response: endpoint.pool.send(parts, added, body, start),
+        deadline: deadline_after(start, timeout),
         body_sent,
         timeout,
         in_flight,
@@ -391,7 +410,7 @@ impl Exchange {
                         return Poll::Pending;
                     }
                     self.body_sent = None;
-                    self.deadline = deadline_after(self.timeout);
+                    self.deadline = deadline_after(Instant::now(), self.timeout);
                 }
                 ready!(self.response.poll_deadline(cx, self.deadline));
                 ProxyError::UpstreamTimeout
@@ -404,9 +423,9 @@ impl Exchange {
     }
 }
 
-/// `timeout` from now; one too far away to represent is capped, as `sleep` does.
-fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
+/// `timeout` after `from`; one too far away to represent is capped, as `sleep` does.
+fn deadline_after(from: Instant, timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::from_std(from);
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }

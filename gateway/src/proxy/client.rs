@@ -149,16 +149,18 @@ impl EndpointPool {
     /// the future holds the exchange itself and nothing boxed.
     ///
     /// The request comes as its parts and its body, as `dispatch` has them: putting
-    /// them together and apart again would copy both.
+    /// them together and apart again would copy both. `now` is a recent reading of
+    /// the clock (the request's arrival), against which idle connections are aged.
     pub(crate) fn send(
         &self,
         mut parts: http::request::Parts,
         added: Added,
         body: LimitedBody,
+        now: Instant,
     ) -> SendFuture {
         let pool = self.inner.clone();
         let framing = RequestFraming::choose(&mut parts, &body);
-        let state = match pool.checkout() {
+        let state = match pool.checkout(now) {
             Some(conn) => SendState::Exchanging {
                 exchange: Exchange::start(conn, parts, &added, framing, body, true, pool),
             },
@@ -454,13 +456,14 @@ impl PoolInner {
         lock(self.shard())
     }
 
-    /// The warmest idle connection that is young enough and still open, if any.
-    fn checkout(&self) -> Option<Conn> {
+    /// The warmest idle connection that is young enough at `now` and still open, if
+    /// any.
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         loop {
             let idle = {
                 let mut idle = self.lock();
                 let conn = idle.pop()?;
-                if conn.since.elapsed() >= self.settings.idle_timeout {
+                if now.saturating_duration_since(conn.since) >= self.settings.idle_timeout {
                     // This one and all before it (older still) have expired; they
                     // close outside the lock.
                     let expired = std::mem::take(&mut *idle);
@@ -486,7 +489,7 @@ impl PoolInner {
                 let returned = shard.returned.notified();
                 tokio::pin!(returned);
                 returned.as_mut().enable();
-                if let Some(conn) = self.checkout() {
+                if let Some(conn) = self.checkout(Instant::now()) {
                     return Got::Idle(conn);
                 }
                 tokio::select! {
