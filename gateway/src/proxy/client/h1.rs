@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, InvalidHeaderName, CONNECTION, CONTENT_LENGTH,
+};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
@@ -101,6 +103,8 @@ pub(crate) struct ConnState {
     read_size: usize,
     /// Scratch for one head's field names and value positions, kept between requests.
     fields: Vec<(HeaderName, usize, usize)>,
+    /// The field names of the last response head on this connection.
+    names: NameCache,
     /// The request's header map, emptied, to hold the response's headers: hyper keeps
     /// each response's map for the next request it parses, so one map goes round.
     spare: HeaderMap,
@@ -129,6 +133,7 @@ impl Conn {
             write: BytesMut::new(),
             read_size: MIN_READ,
             fields: Vec::new(),
+            names: NameCache::default(),
             spare: HeaderMap::new(),
             timer: None,
         }))
@@ -327,8 +332,10 @@ impl ConnState {
             let base = self.read.as_ptr() as usize;
             let mut meta = HeadMeta::default();
             self.fields.clear();
-            for h in res.headers.iter() {
-                let name = HeaderName::from_bytes(h.name.as_bytes())
+            for (i, h) in res.headers.iter().enumerate() {
+                let name = self
+                    .names
+                    .name(i, h.name.as_bytes())
                     .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
                 meta.note(&name, h.value)?;
                 // Hop-by-hop fields end here, their framing and keep-alive facts noted;
@@ -366,6 +373,51 @@ impl ConnState {
                 keep_alive,
             }));
         }
+    }
+}
+
+/// The field names of a connection's last response head, as received and as parsed.
+/// An upstream sends the same fields in the same order response after response, and
+/// comparing the bytes received with those of the last head costs a fraction of
+/// parsing a name again (`HeaderName::from_bytes` folds case through a table and
+/// matches the standard names). Bounded, so a head of many long names caches only
+/// its first ones.
+#[derive(Debug, Default)]
+struct NameCache {
+    /// The names as received, one after another.
+    raw: Vec<u8>,
+    /// Each name, with where its bytes end in `raw`.
+    names: Vec<(usize, HeaderName)>,
+}
+
+impl NameCache {
+    const MAX_NAMES: usize = 32;
+    const MAX_BYTES: usize = 1024;
+
+    /// The name of the head's field number `i` (fields are asked for in order), from
+    /// the cache when the last head had the same bytes there.
+    fn name(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+        // Where field `i`'s bytes start: after field `i - 1`'s, when the cache has it.
+        let start = match i.checked_sub(1) {
+            None => Some(0),
+            Some(prev) => self.names.get(prev).map(|(end, _)| *end),
+        };
+        if let (Some(start), Some((end, name))) = (start, self.names.get(i)) {
+            if self.raw.get(start..*end) == Some(raw) {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        // This head differs from the last one here: the rest of the last one goes.
+        if let Some(start) = start {
+            if i < Self::MAX_NAMES && start + raw.len() <= Self::MAX_BYTES {
+                self.names.truncate(i);
+                self.raw.truncate(start);
+                self.raw.extend_from_slice(raw);
+                self.names.push((self.raw.len(), name.clone()));
+            }
+        }
+        Ok(name)
     }
 }
 
@@ -1394,6 +1446,49 @@ mod tests {
         conn.read.clear();
         conn.idle();
         assert!(conn.read.capacity() <= MIN_READ, "{}", conn.read.capacity());
+    }
+
+    /// Whatever heads follow each other, a cached name is the one parsing gives.
+    #[test]
+    fn cached_field_names_are_the_parsed_names() {
+        use rand::{Rng, SeedableRng};
+        let long = "x-".repeat(300);
+        let pool: &[&str] = &[
+            "Content-Type",
+            "content-type",
+            "Content-Length",
+            "Server",
+            "Date",
+            "X-Custom",
+            "x-custom",
+            "Set-Cookie",
+            "bad name",
+            "",
+            &long,
+        ];
+        let mut cache = NameCache::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut hits = 0;
+        for _ in 0..5_000 {
+            // Mostly the same head again, sometimes another.
+            let same = rng.random_ratio(3, 4);
+            let len = if same { 5 } else { rng.random_range(0..40) };
+            for i in 0..len {
+                let raw = if same {
+                    pool[i % 5]
+                } else {
+                    pool[rng.random_range(0..pool.len())]
+                };
+                let want = HeaderName::from_bytes(raw.as_bytes()).ok();
+                let before = cache.names.get(i).map(|(_, n)| n.clone());
+                let got = cache.name(i, raw.as_bytes()).ok();
+                assert_eq!(got, want, "field {i}: {raw:?}");
+                hits += usize::from(before.is_some() && before == got);
+            }
+            assert!(cache.names.len() <= NameCache::MAX_NAMES);
+            assert!(cache.raw.len() <= NameCache::MAX_BYTES);
+        }
+        assert!(hits > 10_000, "the cache served {hits} names");
     }
 
     #[test]
