@@ -10,6 +10,7 @@
 #   TARGETS="gateway baseline" BASELINE_BIN=/tmp/base-target/release/gateway WORKERS=2 load-tests/syscalls.sh
 # Environment: TARGETS [nginx gateway] (also baseline), WORKERS [1], RATE [5000],
 #   CONNS [32], DURATION [10] (seconds), GATEWAY_BIN, BASELINE_BIN, OUT_DIR.
+# Also prints user and system CPU time per request (from /proc/PID/stat).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LT_NAME=syscalls
@@ -26,6 +27,18 @@ for call in epoll_wait futex recvfrom writev read write sendto; do
 done
 need_tools oha nginx perf curl
 check_ports $UP1 $UP2 $ST1 $ST2 $PROXY_PORT $ADMIN_PORT
+
+# utime and stime (clock ticks) summed over the comma-separated pids, all threads.
+cpu_ticks() {
+    local u=0 s=0 p f
+    for p in ${1//,/ }; do
+        # Fields after the command name, which may hold spaces: 12 is utime, 13 stime.
+        f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        set -- $f
+        u=$((u + ${12})) s=$((s + ${13}))
+    done
+    echo "$u $s"
+}
 
 start_upstreams
 for name in $TARGETS; do
@@ -50,11 +63,13 @@ for name in $TARGETS; do
     pids=$(echo "$pid" $(pgrep -P "$pid" || true) | tr ' ' ',')
     upstream_counts
     before=$UPR
+    read -r u0 s0 < <(cpu_ticks "$pids")
     perf stat -e "$EVENTS" -p "$pids" -o "$d/perf-stat.txt" -- sleep "$((DURATION + 1))" &
     perf_pid=$!
     timeout $((DURATION + 60)) oha --no-tui -c "$CONNS" -q "$RATE" -z "${DURATION}s" \
         "http://127.0.0.1:$PROXY_PORT/" >"$d/oha.txt"
     wait "$perf_pid" || true
+    read -r u1 s1 < <(cpu_ticks "$pids")
     upstream_counts
     n=$((UPR - before))
     p50=$(awk '/ 50.00%/ {print $3, $4}' "$d/oha.txt")
@@ -66,5 +81,10 @@ for name in $TARGETS; do
         if ($2 == "msec") printf "  %-32s %8.2f µs per request\n", "task-clock", $1 * 1000 / n
         else printf "  %-32s %8.3f per request\n", $2, $1 / n
     }' "$d/perf-stat.txt"
+    # Where the time went: user space (the proxy's own code) or the kernel.
+    awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        printf "  %-32s %8.2f µs per request\n", "user time", u / hz * 1e6 / n
+        printf "  %-32s %8.2f µs per request\n", "system time", s / hz * 1e6 / n
+    }'
     stop_pid "$pid"
 done
