@@ -343,11 +343,11 @@ fn dispatch(
         peer.scheme,
         host_header.clone(),
     );
-    // The client's own Host header goes on as it is, unless `Connection` named it (it
-    // was removed above). HTTP/2 clients send :authority, not Host; keep the name the
-    // client used. An HTTP/1.0 request may have neither: then the endpoint's own name
-    // (port 80 left out, as clients do).
-    if !host_sent || scan.connection {
+    // The client's own Host header goes on as it is, where it is, unless `Connection`
+    // named it (it was removed above). HTTP/2 clients send :authority, not Host; keep
+    // the name the client used. An HTTP/1.0 request may have neither: then the
+    // endpoint's own name (port 80 left out, as clients do).
+    if !host_sent || (scan.connection && !h.contains_key(HOST)) {
         let host = match host_header {
             Some(host) => host,
             None => {
@@ -360,9 +360,6 @@ fn dispatch(
                     .map_err(|_| ProxyError::BadRequest("invalid upstream authority"))?
             }
         };
-        if host_sent {
-            h.remove(HOST);
-        }
         added.host = Some(host);
     }
     added.set_request_id(h, scan, request_id.clone());

@@ -152,7 +152,8 @@ pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
 /// replaces has been removed from the map.
 #[derive(Debug, Default)]
 pub struct Added {
-    /// `Host`, when the request has none of its own to forward as it is.
+    /// `Host`, when the request has none of its own left to forward as it is; the
+    /// encoder writes it first, right after the request line (RFC 9112 3.2).
     pub(crate) host: Option<HeaderValue>,
     forwarded_for: Option<HeaderValue>,
     forwarded_proto: Option<HeaderValue>,
@@ -162,10 +163,10 @@ pub struct Added {
 }
 
 impl Added {
-    /// Calls `f` with each field there is, by its lowercase name.
+    /// Calls `f` with each field there is but `Host`, by its lowercase name: the
+    /// fields that follow the client's own.
     pub fn each(&self, mut f: impl FnMut(&'static str, &HeaderValue)) {
         let fields = [
-            ("host", &self.host),
             ("x-forwarded-for", &self.forwarded_for),
             ("x-forwarded-proto", &self.forwarded_proto),
             ("x-forwarded-host", &self.forwarded_host),

@@ -229,3 +229,74 @@ async fn trailers_reach_an_http1_client_that_accepts_them() {
     assert_eq!(body.to_bytes(), "hello");
     assert_eq!(checksum.unwrap(), "abc", "the trailer was dropped");
 }
+
+/// The upstream gets `Host` as the first field when the gateway supplies it (an
+/// HTTP/1.0 request without one, an HTTP/2 request's `:authority`, a Host the client
+/// named in `Connection`), as RFC 9112 3.2 asks of a client; and the client's own
+/// Host where the client put it otherwise.
+#[tokio::test]
+async fn the_host_the_gateway_supplies_comes_first() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    let up = gateway_test_support::ScriptedUpstream::start(vec![
+        gateway_test_support::answer(OK),
+        gateway_test_support::answer(OK),
+        gateway_test_support::answer(OK),
+        gateway_test_support::answer(OK),
+    ])
+    .await;
+    let config = format!(
+        "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
+        up.authority(),
+        route("all", "/", "up", "")
+    );
+    let gw = TestGateway::start_with_workers(&config, 1).await;
+    for request in [
+        &b"GET /old HTTP/1.0\r\nx-a: 1\r\n\r\n"[..],
+        b"GET /named HTTP/1.1\r\nx-a: 1\r\nhost: shop.example\r\nconnection: host\r\n\r\n",
+        b"GET /kept HTTP/1.1\r\nx-a: 1\r\nhost: shop.example\r\nconnection: keep-alive\r\n\r\n",
+    ] {
+        let mut s = crate::send_raw(&gw, request).await;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = within("response", s.read(&mut buf)).await.unwrap();
+            assert!(n > 0, "closed before a response");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1."),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let r = Client::h2c().get(&gw.url("/h2")).await;
+    assert_eq!(r.status, 200);
+
+    let heads = up.requests();
+    assert_eq!(heads.len(), 4, "{heads:?}");
+    let fields = |head: &str| -> Vec<String> {
+        head.split("\r\n")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.to_ascii_lowercase())
+            .collect()
+    };
+    let authority = up.authority();
+    for (head, host) in [
+        (&heads[0], format!("host: {authority}")),
+        (&heads[1], "host: shop.example".to_owned()),
+        (&heads[3], format!("host: 127.0.0.1:{}", gw.addr.port())),
+    ] {
+        let f = fields(head);
+        assert_eq!(f[0], host, "{head}");
+        assert_eq!(
+            f.iter().filter(|l| l.starts_with("host:")).count(),
+            1,
+            "{head}"
+        );
+    }
+    let kept = fields(&heads[2]);
+    assert_eq!(kept[0], "x-a: 1", "{}", heads[2]);
+    assert_eq!(kept[1], "host: shop.example", "{}", heads[2]);
+    assert_eq!(kept.iter().filter(|l| l.starts_with("host:")).count(), 1);
+}

@@ -261,6 +261,9 @@ impl ConnState {
         w.extend_from_slice(b" ");
         w.extend_from_slice(path.as_bytes());
         w.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(host) = &added.host {
+            put_field(w, b"host", host);
+        }
         put_fields(w, &parts.headers);
         added.each(|name, value| put_field(w, name.as_bytes(), value));
         match framing {
