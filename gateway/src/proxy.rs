@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
@@ -27,6 +27,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::balance::EndpointStats;
 use crate::routes::Route;
@@ -256,7 +257,8 @@ fn finish(done: &Done, response: &Response<ResponseBody>) {
 #[derive(Clone, Copy)]
 struct Arrival<'a> {
     /// When it arrived: the request timeout and the age of idle upstream connections
-    /// count from here, so the request costs no more clock reads for them.
+    /// count from here, so the request costs no more clock reads for them. tokio's
+    /// clock, which a test may pause, as the timers that keep the deadline do.
     start: Instant,
     scan: &'a headers::Scan,
     request_id: &'a HeaderValue,
@@ -373,7 +375,7 @@ fn dispatch(
     let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {
-        response: endpoint.pool.send(parts, added, body, start),
+        response: endpoint.pool.send(parts, added, body, start.into_std()),
         deadline: deadline_after(start, timeout),
         body_sent,
         timeout,
@@ -388,7 +390,7 @@ fn dispatch(
 /// [`SendFuture::poll_deadline`]).
 struct Exchange {
     response: SendFuture,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
     // Resolves when the request body has been sent (absent without a body).
     body_sent: Option<oneshot::Receiver<()>>,
     timeout: Duration,
@@ -421,10 +423,9 @@ impl Exchange {
 }
 
 /// `timeout` after `from`; one too far away to represent is capped, as `sleep` does.
-fn deadline_after(from: Instant, timeout: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::from_std(from);
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+fn deadline_after(from: Instant, timeout: Duration) -> Instant {
+    from.checked_add(timeout)
+        .unwrap_or_else(|| from + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Counts a request as in flight on an endpoint until dropped.
