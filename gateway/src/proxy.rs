@@ -158,8 +158,7 @@ pub(crate) struct Handling {
     done: Done,
 }
 
-// The exchange sits in place: boxing it would cost every request an allocation.
-#[allow(clippy::large_enum_variant)]
+/// The exchange sits in place: boxing it would cost every request an allocation.
 enum Stage {
     Sent { exchange: Exchange },
     Failed { error: Option<ProxyError> },

@@ -183,8 +183,7 @@ pub(crate) struct SendFuture {
     state: SendState,
 }
 
-// The exchange sits in place: boxing it would cost every request an allocation.
-#[allow(clippy::large_enum_variant)]
+/// The exchange sits in place: boxing it would cost every request an allocation.
 enum SendState {
     /// On a connection, up to the response head.
     Exchanging { exchange: Exchange },
@@ -215,7 +214,7 @@ enum Unsent {
         body: LimitedBody,
     },
     Again {
-        upload: Box<Upload>,
+        upload: Upload,
         method: Method,
     },
 }
@@ -264,7 +263,7 @@ impl Future for SendFuture {
                             body,
                         }) => Exchange::start(conn, parts, &added, framing, body, reused, pool),
                         Some(Unsent::Again { upload, method }) => {
-                            Exchange::new(conn, *upload, method, reused, pool)
+                            Exchange::new(conn, upload, method, reused, pool)
                         }
                         None => return Poll::Ready(Err(ended())),
                     };
@@ -299,10 +298,10 @@ impl SendFuture {
 /// How an exchange failed: for good, or in a way that allows sending it again.
 enum Failed {
     Error(ClientError),
-    /// The request, to go again on another connection of `pool` (kept small: this
-    /// is the error type of every exchange's result).
+    /// The request, to go again on another connection of `pool` (an upload is a few
+    /// words: a body's part of it is boxed).
     Retry {
-        upload: Box<Upload>,
+        upload: Upload,
         method: Method,
         pool: Arc<PoolInner>,
     },
@@ -360,7 +359,7 @@ impl Exchange {
         if let Some(mut live) = self.live.take() {
             if self.reused && live.upload.rewind() {
                 return Poll::Ready(Err(Failed::Retry {
-                    upload: Box::new(live.upload),
+                    upload: live.upload,
                     method: live.method,
                     pool: live.pool,
                 }));
@@ -616,8 +615,6 @@ fn lock(shard: &Shard) -> MutexGuard<'_, Vec<Idle>> {
 type Slot<'a> = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>;
 
 /// What a request waiting for a connection got: one to reuse, or leave to open one.
-// Only on the slow path, and moved once: boxing the connection would cost more.
-#[allow(clippy::large_enum_variant)]
 enum Got<'a> {
     Idle(Conn),
     Slot(Slot<'a>),

@@ -743,7 +743,7 @@ impl Upload {
                 while *sent < head.len() {
                     let n = ready!(Pin::new(&mut *io).poll_write(cx, &head[*sent..]))?;
                     if n == 0 {
-                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                        return Poll::Ready(Err(wrote_nothing()));
                     }
                     *sent += n;
                 }
@@ -784,7 +784,7 @@ impl Streaming {
             }
             let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..queued.len()]))?;
             if n == 0 {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                return Poll::Ready(Err(wrote_nothing()));
             }
             self.written += n as u64;
             self.consume(n);
@@ -862,6 +862,11 @@ impl Streaming {
         }
         Ok(())
     }
+}
+
+/// A write that took no bytes: the connection cannot take the request.
+fn wrote_nothing() -> ExchangeError {
+    io::Error::from(io::ErrorKind::WriteZero).into()
 }
 
 /// Writes `name: value` lines, for a head or a trailer section.
