@@ -11,8 +11,8 @@
 #
 # The same source: only code layout and inlining follow the profile (hot paths packed
 # together and inlined, cold ones moved away and optimised for size). On the benchmark
-# this cut user-space instructions per request by 21-24 % and instruction-cache misses
-# by 44 % (load-tests/README.md, "Profile-guided build").
+# this cut user-space instructions per request by 21-25 % and instruction-cache misses
+# by 41-44 % (load-tests/README.md, "Profile-guided build").
 #
 #   load-tests/pgo-build.sh          # ~5-15 min on 2 cores: two release builds and ~1 min of load
 #
