@@ -116,6 +116,7 @@ log "3/3: merge, then the profile-guided build into $PGO_OUT"
 # new name is a new RUSTFLAGS, which rebuilds every crate against the new profile. The
 # builds for an older profile can never be used again, so they go.
 mkdir -p "$PGO_OUT"
+PGO_OUT=$(cd "$PGO_OUT" && pwd) # rustc needs the profile's absolute path: crates build in their own dirs
 profile=$PGO_OUT/gateway-$(sha256sum "$TMP/gateway.profdata" | cut -c1-12).profdata
 if [[ ! -f "$profile" ]]; then
     rm -rf "$PGO_OUT/release" "$PGO_OUT"/gateway-*.profdata
