@@ -35,6 +35,11 @@ LT_NAME=pgo-build
 REPO=$LT_REPO
 INSTR_DIR=$REPO/target/pgo-instrumented
 PGO_OUT=${PGO_OUT:-$REPO/target/pgo}
+mkdir -p "$PGO_OUT"
+PGO_OUT=$(cd "$PGO_OUT" && pwd) # rustc needs the profile's absolute path: crates build in their own dirs
+# Its release/ is deleted when the profile changes: never the plain build's target dir.
+[[ "$PGO_OUT" != "$(mkdir -p "$REPO/target" && cd "$REPO/target" && pwd)" ]] ||
+    die "PGO_OUT must not be the plain build's target dir ($PGO_OUT): give it a dir of its own"
 TRAIN_SECS=${TRAIN_SECS:-5}
 PROFILES=$INSTR_DIR/profiles
 
@@ -115,8 +120,6 @@ log "3/3: merge, then the profile-guided build into $PGO_OUT"
 # The profile's name carries its hash: cargo does not watch the file's content, but a
 # new name is a new RUSTFLAGS, which rebuilds every crate against the new profile. The
 # builds for an older profile can never be used again, so they go.
-mkdir -p "$PGO_OUT"
-PGO_OUT=$(cd "$PGO_OUT" && pwd) # rustc needs the profile's absolute path: crates build in their own dirs
 profile=$PGO_OUT/gateway-$(sha256sum "$TMP/gateway.profdata" | cut -c1-12).profdata
 if [[ ! -f "$profile" ]]; then
     rm -rf "$PGO_OUT/release" "$PGO_OUT"/gateway-*.profdata
