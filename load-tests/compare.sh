@@ -60,20 +60,10 @@ if (($(ulimit -n) < HOLD_CONNS * 3)); then
     log "warning: open-file limit $(ulimit -n) may be too low for $HOLD_CONNS connections"
 fi
 
-# pids of a process and its direct children (nginx master + workers)
-tree_pids() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
-
 cpu_ticks() { # utime+stime (clock ticks) summed over the process tree, all threads
-    local sum=0 pid stat
-    for pid in $(tree_pids "$1"); do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        stat=${stat##*) }
-        # after "pid (comm) " the fields start at 3 (state); utime/stime are
-        # fields 14/15 of /proc/<pid>/stat, i.e. the 12th and 13th here
-        set -- $stat
-        sum=$((sum + ${12} + ${13}))
-    done
-    echo "$sum"
+    local u s
+    read -r u s < <(user_sys_ticks "$1")
+    echo $((u + s))
 }
 
 proc_kb() { # field(VmHWM|VmRSS) pid: summed over the process tree, kB

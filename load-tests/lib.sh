@@ -95,6 +95,22 @@ wait_http() { # url seconds
     return 1
 }
 
+# pids of a process and its direct children (nginx master + workers)
+tree_pids() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+
+user_sys_ticks() { # pid -> "utime stime" (clock ticks) summed over the process tree, all threads
+    local u=0 s=0 pid stat
+    for pid in $(tree_pids "$1"); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        # after "pid (comm) " the fields start at 3 (state); utime/stime are
+        # fields 14/15 of /proc/<pid>/stat, i.e. the 12th and 13th here
+        set -- $stat
+        u=$((u + ${12})) s=$((s + ${13}))
+    done
+    echo "$u $s"
+}
+
 start_upstreams() { # two one-worker nginx upstreams on $UP1/$UP2 (status on $ST1/$ST2)
     local pair port st d
     for pair in "$UP1:$ST1" "$UP2:$ST2"; do

@@ -28,18 +28,6 @@ done
 need_tools oha nginx perf curl
 check_ports $UP1 $UP2 $ST1 $ST2 $PROXY_PORT $ADMIN_PORT
 
-# utime and stime (clock ticks) summed over the comma-separated pids, all threads.
-cpu_ticks() {
-    local u=0 s=0 p f
-    for p in ${1//,/ }; do
-        # Fields after the command name, which may hold spaces: 12 is utime, 13 stime.
-        f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-        set -- $f
-        u=$((u + ${12})) s=$((s + ${13}))
-    done
-    echo "$u $s"
-}
-
 start_upstreams
 for name in $TARGETS; do
     d=$TMP/$name
@@ -63,13 +51,13 @@ for name in $TARGETS; do
     pids=$(echo "$pid" $(pgrep -P "$pid" || true) | tr ' ' ',')
     upstream_counts
     before=$UPR
-    read -r u0 s0 < <(cpu_ticks "$pids")
+    read -r u0 s0 < <(user_sys_ticks "$pid")
     perf stat -e "$EVENTS" -p "$pids" -o "$d/perf-stat.txt" -- sleep "$((DURATION + 1))" &
     perf_pid=$!
     timeout $((DURATION + 60)) oha --no-tui -c "$CONNS" -q "$RATE" -z "${DURATION}s" \
         "http://127.0.0.1:$PROXY_PORT/" >"$d/oha.txt"
     wait "$perf_pid" || true
-    read -r u1 s1 < <(cpu_ticks "$pids")
+    read -r u1 s1 < <(user_sys_ticks "$pid")
     upstream_counts
     n=$((UPR - before))
     p50=$(awk '/ 50.00%/ {print $3, $4}' "$d/oha.txt")

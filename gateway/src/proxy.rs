@@ -374,7 +374,7 @@ fn dispatch(
     let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {
-        response: endpoint.pool.send(parts, added, body, start.into_std()),
+        response: endpoint.pool.send(parts, added, body, start),
         deadline: deadline_after(start, timeout),
         body_sent,
         timeout,

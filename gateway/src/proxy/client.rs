@@ -20,12 +20,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::uri::Authority;
 use http::{Method, Response};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 
 use super::body::LimitedBody;
 use super::headers::Added;
@@ -150,7 +151,8 @@ impl EndpointPool {
     ///
     /// The request comes as its parts and its body, as `dispatch` has them: putting
     /// them together and apart again would copy both. `now` is a recent reading of
-    /// the clock (the request's arrival), against which idle connections are aged.
+    /// tokio's clock (the request's arrival), against which idle connections are aged:
+    /// the pool keeps the same clock as the deadlines, which a test may pause.
     pub(crate) fn send(
         &self,
         mut parts: http::request::Parts,
@@ -279,11 +281,7 @@ impl SendFuture {
     /// Ready once `deadline` has passed, for the caller's response-head timeout: on
     /// the connection's own timer once there is one (reset per exchange, so a request
     /// costs no timer registration), else on one of the wait's.
-    pub(crate) fn poll_deadline(
-        &mut self,
-        cx: &mut Context<'_>,
-        deadline: tokio::time::Instant,
-    ) -> Poll<()> {
+    pub(crate) fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         match &mut self.state {
             SendState::Exchanging { exchange } => match &mut exchange.live {
                 Some(live) => live.conn.poll_deadline(cx, deadline),
@@ -525,7 +523,7 @@ impl PoolInner {
                 .await
                 .unwrap_or_else(|_| Err(timed_out()));
         }
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = Instant::now() + limit;
         let addrs: Vec<SocketAddr> =
             tokio::time::timeout_at(deadline, tokio::net::lookup_host(self.authority.as_str()))
                 .await
@@ -533,7 +531,7 @@ impl PoolInner {
                 .collect();
         let mut last = None;
         for (i, addr) in addrs.iter().enumerate() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
             match tokio::time::timeout(share, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => return Ok(stream),
