@@ -1499,6 +1499,115 @@ mod tests {
         assert!(hits > 10_000, "the cache served {hits} names");
     }
 
+    /// A socket that takes `room` bytes and then fails, as an upstream that closes
+    /// partway through a request does; what it took is kept.
+    struct CutOff {
+        room: usize,
+        took: Vec<u8>,
+    }
+
+    impl AsyncWrite for CutOff {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.room == 0 {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.took.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Sends `upload` into a socket that breaks after `room` bytes; the error and
+    /// the bytes that left.
+    fn send_cut_off(upload: &mut Upload, room: usize) -> (bool, Vec<u8>) {
+        let mut io = CutOff {
+            room,
+            took: Vec::new(),
+        };
+        let mut scratch = BytesMut::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let failed = match upload.poll_send(&mut io, &mut scratch, &mut cx) {
+            Poll::Ready(Ok(())) => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => panic!("a socket that never blocks left the upload pending"),
+        };
+        (failed, io.took)
+    }
+
+    /// The retry rule on a connection cut partway through the request: a head-only
+    /// request goes again from its first byte only while it is idempotent and
+    /// unanswered; a request with a body goes again only if none of it left.
+    #[test]
+    fn a_request_cut_off_partway_is_replayed_only_when_that_is_safe() {
+        const HEAD: &[u8] = b"GET /a HTTP/1.1\r\nhost: up\r\n\r\n";
+        let head = |replay| Upload::Head {
+            head: Bytes::from_static(HEAD),
+            sent: 0,
+            replay,
+        };
+
+        // Idempotent: cut after 5 bytes, then sent whole from the start.
+        let mut get = head(true);
+        assert_eq!(send_cut_off(&mut get, 5), (true, HEAD[..5].to_vec()));
+        assert!(!get.is_sent());
+        assert!(get.abandon(), "part of it had left");
+        assert!(get.rewind(), "an idempotent head goes again");
+        assert_eq!(send_cut_off(&mut get, usize::MAX), (false, HEAD.to_vec()));
+        assert!(get.is_sent());
+
+        // Answered once: never again, even if idempotent.
+        get.answered();
+        assert!(!get.rewind());
+
+        // Not idempotent: once a byte has left, it stays cut off...
+        let mut post = head(false);
+        assert_eq!(send_cut_off(&mut post, 1), (true, HEAD[..1].to_vec()));
+        assert!(!post.rewind(), "a POST half sent is not sent twice");
+        // ...but a connection that took nothing at all leaves it free to go.
+        let mut post = head(false);
+        assert_eq!(send_cut_off(&mut post, 0), (true, Vec::new()));
+        assert!(!post.abandon());
+        assert!(post.rewind());
+
+        // A body: the same, counted in bytes written of head and body.
+        let body = || {
+            let mut queue: [Bytes; OUTBOX] = Default::default();
+            queue[0] = Bytes::from_static(b"POST /a HTTP/1.1\r\ncontent-length: 4\r\n\r\n");
+            queue[1] = Bytes::from_static(b"data");
+            Upload::Body(Box::new(Streaming {
+                queue,
+                start: 0,
+                end: 2,
+                body: None,
+                chunked: false,
+                written: 0,
+            }))
+        };
+        let mut cut = body();
+        let (failed, took) = send_cut_off(&mut cut, 41);
+        assert!(failed && took.len() == 41, "{failed} {}", took.len());
+        assert!(cut.abandon());
+        assert!(!cut.rewind(), "a body partly sent is not sent twice");
+        let mut untouched = body();
+        assert_eq!(send_cut_off(&mut untouched, 0), (true, Vec::new()));
+        assert!(!untouched.abandon());
+        assert!(untouched.rewind());
+        let (failed, took) = send_cut_off(&mut untouched, usize::MAX);
+        assert!(!failed && took.ends_with(b"\r\n\r\ndata"), "{took:?}");
+        assert!(untouched.is_sent());
+    }
+
     #[test]
     fn lengths_are_plain_decimal_digits() {
         assert_eq!(parse_u64(b"0"), Some(0));
