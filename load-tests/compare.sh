@@ -10,6 +10,9 @@
 #     at saturation and at the fixed rate (utime+stime from /proc/<pid>/stat)
 #   - peak RSS (VmHWM) after the load runs, and with $HOLD_CONNS open client connections
 #   - upstream connections opened (stub_status "accepts" of the upstreams) per request
+#   - where the whole machine's time went at saturation: busy CPU per request (from
+#     /proc/stat), split into the proxy, the two upstreams and the rest (oha and
+#     anything else running), idle CPU per request, and context switches per request
 # and prints a markdown table with ratios to direct and to nginx.
 # The targets are interleaved: each of the $REPEATS rounds runs every target once,
 # in a rotated order, so background noise on a shared machine spreads evenly.
@@ -79,6 +82,17 @@ rss_kb() { proc_kb VmRSS "$1"; }
 
 CLK_TCK=$(getconf CLK_TCK)
 
+machine_ticks() { # -> "busy idle ctxt": all CPUs' busy and idle ticks (/proc/stat), context switches
+    awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; idle = $5 + $6 } /^ctxt / { c = $2 }
+         END { print busy, idle, c }' /proc/stat
+}
+UPSTREAM_PIDS=()
+upstream_ticks() { # utime+stime of both upstream nginx trees
+    local t=0 pid
+    for pid in "${UPSTREAM_PIDS[@]}"; do t=$((t + $(cpu_ticks "$pid"))); done
+    echo "$t"
+}
+
 run_oha() { # out.json, oha args...
     local out=$1; shift
     timeout 600 oha --no-tui --output-format json "$@" >"$out" 2>"$out.err" || {
@@ -106,7 +120,7 @@ PY
 }
 
 RESULTS=$TMP/results.tsv
-printf 'proxy\tworkers\trps_median\trps_runs\tp50_ms\tp99_ms\tp999_ms\tcpu_us_sat\tcpu_us_rate\trss_load_kb\trss_hold_kb\thold_ok\tup_conns\tup_reqs\treqs\terrors\trate_achieved\n' >"$RESULTS"
+printf 'proxy\tworkers\trps_median\trps_runs\tp50_ms\tp99_ms\tp999_ms\tcpu_us_sat\tcpu_us_rate\trss_load_kb\trss_hold_kb\thold_ok\tup_conns\tup_reqs\treqs\terrors\trate_achieved\tmach_busy_us\tmach_idle_us\tup_us\tctxt_per_req\n' >"$RESULTS"
 
 HOLDER=$TMP/hold.py
 cat >"$HOLDER" <<'PY'
@@ -160,7 +174,7 @@ PY
 # measure_round name workers pid port round   (pid empty for direct)
 # Appends one row to $ROUNDS. The hold phase runs in the last round only.
 ROUNDS=$TMP/rounds.tsv
-printf 'proxy\tworkers\tround\tok\tsecs\terrors\tticks_sat\trate_ok\trate_secs\tticks_rate\tp50_ms\tp99_ms\tp999_ms\trss_load_kb\trss_hold_kb\thold_ok\tup_conns\tup_reqs\n' >"$ROUNDS"
+printf 'proxy\tworkers\tround\tok\tsecs\terrors\tticks_sat\trate_ok\trate_secs\tticks_rate\tp50_ms\tp99_ms\tp999_ms\trss_load_kb\trss_hold_kb\thold_ok\tup_conns\tup_reqs\tmach_busy\tmach_idle\tmach_ctxt\tup_ticks\n' >"$ROUNDS"
 measure_round() {
     local name=$1 workers=$2 pid=$3 port=$4 round=$5 url="http://127.0.0.1:$4/"
     local tag="$name-w$workers-r$round"
@@ -170,9 +184,14 @@ measure_round() {
     local up0=$UPA upr0=$UPR
     run_oha "$TMP/$tag-warmup.json" -c "$CONNS" -z "$WARMUP" "$url" || true
 
+    local mb0 mi0 mx0 mb1 mi1 mx1 ut0 ut1
     [[ -n "$pid" ]] && c0=$(cpu_ticks "$pid")
+    read -r mb0 mi0 mx0 < <(machine_ticks)
+    ut0=$(upstream_ticks)
     run_oha "$TMP/$tag-tput.json" -c "$CONNS" -z "$DURATION" "$url" || return 1
     [[ -n "$pid" ]] && c1=$(cpu_ticks "$pid")
+    read -r mb1 mi1 mx1 < <(machine_ticks)
+    ut1=$(upstream_ticks)
     read -r ok secs _ _ _ errs < <(oha_stats "$TMP/$tag-tput.json")
     upstream_counts
     local upc=$((UPA - up0)) upr=$((UPR - upr0))
@@ -197,9 +216,10 @@ measure_round() {
         [[ -n "$pid" ]] && log "$tag: RSS $(rss_kb "$pid") kB with $HOLD_CONNS connections open (${hold_ok:-0} answered)"
         stop_pid "$hpid"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$name" "$workers" "$round" "$ok" "$secs" "$((errs + rerrs))" "$((c1 - c0))" "$rok" "$rsecs" \
-        "$((c3 - c2))" "$p50" "$p99" "$p999" "$rss_load" "$rss_hold" "$hold_ok" "$upc" "$upr" >>"$ROUNDS"
+        "$((c3 - c2))" "$p50" "$p99" "$p999" "$rss_load" "$rss_hold" "$hold_ok" "$upc" "$upr" \
+        "$((mb1 - mb0))" "$((mi1 - mi0))" "$((mx1 - mx0))" "$((ut1 - ut0))" >>"$ROUNDS"
     log "$tag: $(python3 -c "print('%.0f' % ($ok / $secs))") req/s; at $RATE req/s p99 $p99 ms; upstream conns $upc; errors $((errs + rerrs))"
 }
 
@@ -228,6 +248,7 @@ log "temp dir $TMP"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "machine: $(nproc) cpus, load average $LOAD_START"
 start_upstreams
+UPSTREAM_PIDS=("${PIDS[@]}")
 
 start_proxy() { # name workers; pid in $LAST_PID
     local name=$1 w=$2 d=$TMP/$1-w$2
@@ -326,12 +347,15 @@ with open(out_path, "a") as out:
         rss_load = max((int(r["rss_load_kb"]) for r in rs if r["rss_load_kb"]), default="")
         last = rs[-1]
         rate_ach = statistics.median(f(r["rate_ok"]) / f(r["rate_secs"]) for r in rs)
+        per_req = lambda k, scale: "%.2f" % (sum(f(r[k]) for r in rs) * scale / max(ok, 1))
+        us = 1e6 / tck
         out.write("\t".join(str(x) for x in [
             name, w, "%.0f" % statistics.median(rps), ",".join("%.0f" % x for x in rps),
             med("p50_ms"), med("p99_ms"), med("p999_ms"), cpu_sat, cpu_rate, rss_load,
             last["rss_hold_kb"], last["hold_ok"], sum(int(r["up_conns"]) for r in rs),
             sum(int(r["up_reqs"]) for r in rs), ok, sum(int(r["errors"]) for r in rs),
-            "%.0f" % rate_ach]) + "\n")
+            "%.0f" % rate_ach, per_req("mach_busy", us), per_req("mach_idle", us),
+            per_req("up_ticks", us), per_req("mach_ctxt", 1)]) + "\n")
 PY
 
 # ---- table -------------------------------------------------------------------------

@@ -77,6 +77,23 @@ for r in measured:
     print(f"| {r['proxy']} | {r['workers']} | {dash(r['cpu_us_sat'])} | {ratio(r['cpu_us_sat'], ng(r, 'cpu_us_sat'))} "
           f"| {dash(r['cpu_us_rate'])} | {ratio(r['cpu_us_rate'], ng(r, 'cpu_us_rate'))} | {mb(r['rss_load_kb'])} "
           f"| {mb(r['rss_hold_kb'])}{hold_note} | {up} | {r['errors']} |")
+machine = [r for r in measured if f(r.get("mach_busy_us"))]
+if machine:
+    print()
+    print("**Where the machine's time went at saturation** (the throughput runs, all rounds). On a "
+          "machine that oha, the upstreams and the proxy share, req/s is the machine's CPU time "
+          "divided by what one request costs all of them: busy CPU per request from /proc/stat (all "
+          "CPUs), split into the proxy, the two upstream nginx and the rest (oha, and anything else "
+          "running); idle CPU per request (time no one was ready to run); machine-wide context "
+          "switches per request.")
+    print()
+    print("| target | workers | busy µs/req | proxy | upstreams | rest (oha, other) | idle µs/req | context switches / req |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in machine:
+        busy, up = f(r["mach_busy_us"]), f(r["up_us"])
+        proxy = f(r["cpu_us_sat"]) or 0.0
+        print(f"| {r['proxy']} | {r['workers']} | {busy:.1f} | {proxy:.1f} | {up:.1f} | {busy - proxy - up:.1f} "
+              f"| {f(r['mach_idle_us']):.1f} | {f(r['ctxt_per_req']):.2f} |")
 print()
 print("Per-round req/s: " + "; ".join(f"{r['proxy']}-w{r['workers']}: {r['rps_runs']}" for r in measured))
 print("Achieved fixed rate (req/s): " + "; ".join(f"{r['proxy']}-w{r['workers']}: {r['rate_achieved']}" for r in measured))
