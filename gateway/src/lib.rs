@@ -99,6 +99,17 @@ pub async fn run(
     run_with_workers(listeners, config, 1, shutdown).await
 }
 
+/// The runtime every thread that serves client connections runs: single-threaded,
+/// so a request, its upstream connection and its timers stay on one thread. Build
+/// the runtime that calls [`run`] or [`run_with_workers`] with this: the proxy's
+/// order of writes (see `proxy::Handling`) counts on its run queue being first in,
+/// first out.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// As [`run`], with client connections served by `workers` threads, each running its
 /// own single-threaded runtime (one: on the calling runtime). The calling runtime
 /// accepts connections and runs the admin server, reloads and discovery.

@@ -63,10 +63,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // This thread accepts connections and runs the admin server, reloads and
     // discovery; with one worker it also serves the connections, and with more each
     // worker thread runs a single-threaded runtime of its own (`server::workers`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = gateway::runtime().context("starting the runtime")?;
     runtime.block_on(async {
         let listeners = gateway::Listeners::bind(&config).await?;
         gateway::run_with_workers(listeners, config, workers, gateway::shutdown::signal()).await?;

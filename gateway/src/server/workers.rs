@@ -74,9 +74,7 @@ impl Workers {
         let mut workers = Vec::with_capacity(n);
         let mut stopped = Vec::with_capacity(n);
         for index in 0..n {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = crate::runtime()?;
             let (queue, rx) = mpsc::unbounded_channel();
             let (done, done_rx) = oneshot::channel();
             let site = site.clone();
