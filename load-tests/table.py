@@ -82,7 +82,7 @@ if machine:
     print()
     print("**Where the machine's time went at saturation** (the throughput runs, all rounds). On a "
           "machine that oha, the upstreams and the proxy share, req/s is the machine's CPU time "
-          "divided by what one request costs all of them: busy CPU per request from /proc/stat (all "
+          "divided by what one request costs all of them, busy and idle: busy CPU per request from /proc/stat (all "
           "CPUs), split into the proxy, the two upstream nginx and the rest (oha, and anything else "
           "running); idle CPU per request (time no one was ready to run); machine-wide context "
           "switches per request.")

@@ -1545,9 +1545,9 @@ mod tests {
         (failed, io.took)
     }
 
-    /// The retry rule on a connection cut partway through the request: a head-only
-    /// request goes again from its first byte only while it is idempotent and
-    /// unanswered; a request with a body goes again only if none of it left.
+    /// The retry rule on a connection cut partway through the request: any request
+    /// of which nothing left goes again; one partly sent goes again from its first
+    /// byte only if it is a head-only request, idempotent and unanswered.
     #[test]
     fn a_request_cut_off_partway_is_replayed_only_when_that_is_safe() {
         const HEAD: &[u8] = b"GET /a HTTP/1.1\r\nhost: up\r\n\r\n";
