@@ -48,7 +48,7 @@ for name in $TARGETS; do
     wait_http "http://127.0.0.1:$PROXY_PORT/" 30 || die "$name did not start"
     # Warm up (and fill the pool) before counting.
     timeout 60 oha --no-tui -c "$CONNS" -z 2s "http://127.0.0.1:$PROXY_PORT/" >/dev/null
-    pids=$(echo "$pid" $(pgrep -P "$pid" || true) | tr ' ' ',')
+    pids=$(tree_pids "$pid" | paste -sd, -)
     upstream_counts
     before=$UPR
     read -r u0 s0 < <(user_sys_ticks "$pid")
