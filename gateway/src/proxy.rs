@@ -600,7 +600,7 @@ mod tests {
     /// the runtime every serving thread runs, a task that wakes itself and returns
     /// `Pending` runs again only after every task already woken. (A runtime that ran
     /// it again at once, a LIFO slot say, would put each write straight after its
-    /// read again.)
+    /// read again.) That `Handling` takes the turn is tested in `server`'s tests.
     #[test]
     fn an_answer_waits_for_the_tasks_woken_with_it() {
         use std::sync::{Arc, Mutex};

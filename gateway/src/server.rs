@@ -185,3 +185,177 @@ pub(crate) async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Wake, Waker};
+
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::discovery::Registry;
+    use crate::metrics::Metrics;
+    use crate::snapshot;
+
+    /// Bounds every wait of the test.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// Forwards a wake to the task's own waker and remembers that it happened.
+    struct Noticed {
+        task: Waker,
+        woken: AtomicBool,
+    }
+
+    impl Wake for Noticed {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, Ordering::Relaxed);
+            self.task.wake_by_ref();
+        }
+    }
+
+    /// One poll of a request's future: whether it was ready, and whether it woke its
+    /// own task before it returned.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct Step {
+        ready: bool,
+        woke_itself: bool,
+    }
+
+    /// Polls `proxy::Handling` and writes down each poll's [`Step`].
+    struct Recorded {
+        inner: proxy::Handling,
+        steps: Arc<Mutex<Vec<Step>>>,
+    }
+
+    impl Future for Recorded {
+        type Output = <proxy::Handling as Future>::Output;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let noticed = Arc::new(Noticed {
+                task: cx.waker().clone(),
+                woken: AtomicBool::new(false),
+            });
+            let waker = Waker::from(noticed.clone());
+            let poll = Pin::new(&mut self.inner).poll(&mut Context::from_waker(&waker));
+            let step = Step {
+                ready: poll.is_ready(),
+                woke_itself: noticed.woken.load(Ordering::Relaxed),
+            };
+            self.steps.lock().expect("steps").push(step);
+            poll
+        }
+    }
+
+    /// The turn `proxy::Handling` gives an upstream's answer (the run-queue order it
+    /// counts on is pinned in `proxy`'s tests): the poll that finds the answer wakes
+    /// its own task and returns `Pending`, and the next poll hands the answer on.
+    /// Without the turn the answer would be written in the same poll it was read.
+    #[test]
+    fn an_answer_is_handed_on_one_turn_after_it_arrives() {
+        let steps = Arc::new(Mutex::new(Vec::new()));
+        let runtime = crate::runtime().expect("runtime");
+        let answer = runtime
+            .block_on(async { tokio::time::timeout(PATIENCE, exchange(steps.clone())).await })
+            .expect("the exchange took too long");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+        let steps = steps.lock().expect("steps").clone();
+        let [.., answered, handed_on] = steps[..] else {
+            panic!("the request's future was polled fewer than twice: {steps:?}");
+        };
+        let turn = Step {
+            ready: false,
+            woke_itself: true,
+        };
+        let done = Step {
+            ready: true,
+            woke_itself: false,
+        };
+        assert_eq!((answered, handed_on), (turn, done), "{steps:?}");
+        // Only the answer's poll wakes its own task.
+        let early = &steps[..steps.len() - 2];
+        assert!(
+            early.iter().all(|s| !s.ready && !s.woke_itself),
+            "{steps:?}"
+        );
+    }
+
+    /// Sends one GET through `proxy::handle` to a one-shot upstream and returns the
+    /// response the client read.
+    async fn exchange(steps: Arc<Mutex<Vec<Step>>>) -> String {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let upstream_addr = upstream.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut conn, _) = upstream.accept().await.expect("accept");
+            let head = read_head(&mut conn).await;
+            assert!(head.starts_with("GET /hello HTTP/1.1\r\n"), "{head}");
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("answer");
+            // Open until the gateway lets go, so the answer is not cut short.
+            let _ = conn.read(&mut [0; 64]).await;
+        });
+
+        let text = format!(
+            "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+             [upstreams.u]\nendpoints = [\"{upstream_addr}\"]\n\
+             [[routes]]\nname = \"r\"\nprefix = \"/\"\nupstream = \"u\"\n"
+        );
+        let config = Arc::new(crate::config::parse(&text, Path::new("test.toml")).expect("config"));
+        let metrics = Metrics::new();
+        let mut registry = Registry::new();
+        registry.sync(&config);
+        let snapshot = snapshot::Builder::new(1).build(config, &registry, &metrics);
+        let shared = Arc::new(Shared::new(snapshot, metrics));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (stream, peer_addr) = listener.accept().await.expect("accept");
+            let peer = Arc::new(Peer::new(peer_addr, "http"));
+            let clock = IdleClock::new();
+            let service = service_fn(move |req| Recorded {
+                inner: proxy::handle(shared.clone(), peer.clone(), req, clock.busy()),
+                steps: steps.clone(),
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /hello HTTP/1.1\r\nhost: shop.example\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = read_head(&mut client).await;
+        while !answer.ends_with("ok") {
+            let mut chunk = [0; 64];
+            let n = client.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the body was cut short: {answer}");
+            answer.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        answer
+    }
+
+    /// Reads up to and including the blank line that ends a head (and whatever came
+    /// with it).
+    async fn read_head(conn: &mut TcpStream) -> String {
+        let mut head = String::new();
+        while !head.contains("\r\n\r\n") {
+            let mut chunk = [0; 256];
+            let n = conn.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the peer left before the head ended: {head}");
+            head.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        head
+    }
+}
