@@ -26,7 +26,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::balance::EndpointStats;
@@ -393,18 +392,20 @@ fn dispatch(
     }
     added.set_request_id(h, scan, request_id.clone());
 
-    let (body, body_sent) = LimitedBody::new(body, limit);
+    let body = LimitedBody::new(body, limit);
     // A body still to come keeps the client connection busy until it has all arrived.
-    let body = match body_sent {
-        Some(_) => body.hold(busy.clone()),
-        None => body,
+    let uploading = !body.is_end_stream();
+    let body = if uploading {
+        body.hold(busy.clone())
+    } else {
+        body
     };
     let in_flight = InFlight::start(endpoint.stats.clone());
     let timeout = upstream.connection.request_timeout;
     Ok(Exchange {
         response: endpoint.pool.send(parts, added, body, start),
         deadline: deadline_after(start, timeout),
-        body_sent,
+        uploading,
         timeout,
         in_flight,
     })
@@ -418,8 +419,8 @@ fn dispatch(
 struct Exchange {
     response: SendFuture,
     deadline: Instant,
-    // Resolves when the request body has been sent (absent without a body).
-    body_sent: Option<oneshot::Receiver<()>>,
+    /// A request body is still on its way: the timeout starts once it has ended.
+    uploading: bool,
     timeout: Duration,
     in_flight: InFlight,
 }
@@ -431,11 +432,14 @@ impl Exchange {
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
             Poll::Ready(Err(e)) => classify(e),
             Poll::Pending => {
-                if let Some(sent) = &mut self.body_sent {
-                    if Pin::new(sent).poll(cx).is_pending() {
+                if self.uploading {
+                    // The body is read on this task, by the poll above: it wakes this
+                    // task with its next frame, and the poll that reads its end finds
+                    // it ended here.
+                    if !self.response.upload_ended() {
                         return Poll::Pending;
                     }
-                    self.body_sent = None;
+                    self.uploading = false;
                     self.deadline = deadline_after(Instant::now(), self.timeout);
                 }
                 ready!(self.response.poll_deadline(cx, self.deadline));

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 
 use crate::server::Busy;
 
@@ -27,37 +26,27 @@ pub enum BodyError {
 }
 
 pin_project! {
-    /// A client's body with a byte limit, which reports when it has been sent in full.
+    /// A client's body with a byte limit. Whoever polls it learns that it has ended
+    /// (sent in full, failed or cut off) from the frame that ends it.
     pub struct LimitedBody {
         #[pin]
         inner: Incoming,
         remaining: u64,
         limit: u64,
-        sent: Option<oneshot::Sender<()>>,
         // Keeps the client connection busy while the body is still arriving.
         busy: Option<Busy>,
     }
 }
 
 impl LimitedBody {
-    /// Wraps `inner`, allowing at most `limit` bytes. The receiver, present only when
-    /// there is a body to send, resolves once it has been sent, failed or been dropped:
-    /// the upstream's response timeout starts then, so a long upload is not cut short.
-    pub fn new(inner: Incoming, limit: u64) -> (Self, Option<oneshot::Receiver<()>>) {
-        let (sent, rx) = if inner.is_end_stream() {
-            (None, None)
-        } else {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        };
-        let body = Self {
+    /// Wraps `inner`, allowing at most `limit` bytes.
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        Self {
             inner,
             remaining: limit,
             limit,
-            sent,
             busy: None,
-        };
-        (body, rx)
+        }
     }
 
     /// Keeps the client connection counted busy until the body has all arrived, so
@@ -79,12 +68,10 @@ impl Body for LimitedBody {
         let this = self.project();
         let frame = match ready!(this.inner.poll_frame(cx)) {
             None => {
-                signal(this.sent);
                 this.busy.take();
                 return Poll::Ready(None);
             }
             Some(Err(e)) => {
-                signal(this.sent);
                 this.busy.take();
                 return Poll::Ready(Some(Err(BodyError::Client(e))));
             }
@@ -94,7 +81,6 @@ impl Body for LimitedBody {
             let len = data.len() as u64;
             if len > *this.remaining {
                 *this.remaining = 0;
-                signal(this.sent);
                 return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *this.limit })));
             }
             *this.remaining -= len;
@@ -103,18 +89,10 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        // `sent` is fired from poll_frame; a body that says it ended is dropped soon after,
-        // which drops the sender and resolves the receiver just the same.
         self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-fn signal(sent: &mut Option<oneshot::Sender<()>>) {
-    if let Some(tx) = sent.take() {
-        let _ = tx.send(());
     }
 }

@@ -278,6 +278,23 @@ impl Future for SendFuture {
 }
 
 impl SendFuture {
+    /// True once the request's body has ended: read to its end, failed, cut off at
+    /// its limit, or let go. False while it waits for a connection. (A request without
+    /// a body has none to wait for.)
+    pub(crate) fn upload_ended(&self) -> bool {
+        match &self.state {
+            SendState::Exchanging { exchange } => exchange
+                .live
+                .as_ref()
+                .is_none_or(|live| live.upload.body_ended()),
+            SendState::Waiting { request, .. } => match request.as_deref() {
+                Some(Unsent::New { .. }) => false,
+                Some(Unsent::Again { upload, .. }) => upload.body_ended(),
+                None => true,
+            },
+        }
+    }
+
     /// Ready once `deadline` has passed, for the caller's response-head timeout: on
     /// the connection's own timer once there is one (reset per exchange, so a request
     /// costs no timer registration), else on one of the wait's.

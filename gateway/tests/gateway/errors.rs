@@ -59,6 +59,33 @@ async fn a_slow_upstream_times_out_with_504() {
     up.hold().release(1);
 }
 
+/// The response timeout of a request with a body starts when the body has ended
+/// (`the_response_timeout_starts_after_the_upload_so_slow_uploads_finish`), and does
+/// start then: an upstream that takes the whole upload and never answers gets a 504.
+#[tokio::test]
+async fn an_upstream_silent_after_an_upload_times_out_with_504() {
+    let up = FakeUpstream::start("slow").await;
+    let config = [
+        upstream("slow", &[&up], "request_timeout = \"200ms\""),
+        route("all", "/", "slow", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    let (tx, response) = gw.start_upload("/hold");
+    for _ in 0..2 {
+        tx.send(bytes::Bytes::from_static(&[1u8; 1024]))
+            .await
+            .expect("upload");
+    }
+    drop(tx);
+    up.hold().arrived().await;
+    let r = within("the timeout after the upload", response)
+        .await
+        .expect("client task");
+    assert_gateway_error(&r, 504, "upstream_timeout");
+    up.hold().release(1);
+}
+
 /// Each upstream connection keeps one timer for the response-head timeout of its
 /// exchanges, moved for each: a reused connection times out each request on its own
 /// deadline, whether its timer last fired while the connection idled or not.

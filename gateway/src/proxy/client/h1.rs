@@ -724,6 +724,15 @@ impl Upload {
         }
     }
 
+    /// True once no more of the body is to come from the client: it ended, failed,
+    /// or was let go (a request that is only a head has none).
+    pub(crate) fn body_ended(&self) -> bool {
+        match self {
+            Upload::Head { .. } => true,
+            Upload::Body(s) => s.body.is_none(),
+        }
+    }
+
     /// The head has been answered: it will not be sent again.
     pub(crate) fn answered(&mut self) {
         if let Upload::Head { replay, .. } = self {
