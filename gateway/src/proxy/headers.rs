@@ -362,17 +362,19 @@ impl RequestIds {
         HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 
-    /// Takes the next [`IDS_PER_BLOCK`] numbers and writes their ids.
+    /// Takes the next [`IDS_PER_BLOCK`] numbers and writes their ids. The counter
+    /// only ever moves by whole blocks, so a block's first number is a multiple of 64
+    /// and its ids differ in the last two hex digits only.
     fn block(&self) -> Block {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let first = self.counter.fetch_add(IDS_PER_BLOCK, Ordering::Relaxed);
+        let mut id = [0u8; ID_LEN];
+        id[..16].copy_from_slice(&hex(self.prefix));
+        id[16..].copy_from_slice(&hex(first));
         let mut ids = Vec::with_capacity(IDS_PER_BLOCK as usize * ID_LEN);
         for n in first..first.wrapping_add(IDS_PER_BLOCK) {
-            for word in [self.prefix, n] {
-                for j in 0..16 {
-                    ids.push(HEX[((word >> (60 - 4 * j)) & 0xf) as usize]);
-                }
-            }
+            let last = hex(n & 0xff);
+            id[ID_LEN - 2..].copy_from_slice(&last[14..]);
+            ids.extend_from_slice(&id);
         }
         Block {
             prefix: self.prefix,
@@ -380,6 +382,16 @@ impl RequestIds {
             used: 0,
         }
     }
+}
+
+/// `word` as 16 lowercase hex digits.
+fn hex(word: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (j, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+    }
+    out
 }
 
 impl Default for RequestIds {
@@ -709,6 +721,20 @@ mod tests {
         let b = ids.for_request(&none, &Scan::of(&none));
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        // The counter's part of consecutive ids counts up, across blocks too.
+        let first = ids.for_request(&none, &Scan::of(&none));
+        let count = |id: &HeaderValue| {
+            let digits = id.to_str().expect("ascii");
+            u64::from_str_radix(&digits[16..], 16).expect("hex")
+        };
+        for i in 1..=IDS_PER_BLOCK * 2 {
+            let id = ids.for_request(&none, &Scan::of(&none));
+            assert_eq!(count(&id), count(&first) + i, "{id:?}");
+            assert_eq!(
+                id.to_str().expect("ascii")[..16],
+                first.to_str().expect("ascii")[..16]
+            );
+        }
         // Past a block, on several threads, and with another generator in between.
         let other = RequestIds::new();
         let mut seen = std::collections::HashSet::new();
