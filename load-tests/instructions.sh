@@ -35,14 +35,15 @@ results=$TMP/results.tsv
 : >"$results"
 for target in "${targets[@]}"; do
     for load in saturation rate; do
-        env_args=(TOOL=callgrind DURATION="$DURATION")
+        # One worker, and no fixed rate at saturation, whatever the caller's environment says.
+        env_args=(TOOL=callgrind DURATION="$DURATION" WORKERS=1)
         case $target in
         gateway) env_args+=(TARGET=gateway GATEWAY_BIN="$GATEWAY_BIN") ;;
         baseline) env_args+=(TARGET=gateway GATEWAY_BIN="$BASELINE_BIN") ;;
         nginx) env_args+=(TARGET=nginx) ;;
         esac
         case $load in
-        saturation) env_args+=(CONNS=64) ;;
+        saturation) env_args+=(CONNS=64 RATE=) ;;
         rate) env_args+=(CONNS=32 RATE="$RATE") ;;
         esac
         run_log=$TMP/$target-$load.log
@@ -69,7 +70,7 @@ for line in open(path):
 print(f"Gateway: {gateway}" + (f"; baseline: {baseline}" if baseline else ""))
 print()
 print(f"| target | instructions / request, saturation | × nginx | at {rate} req/s | × nginx "
-      "| heap allocations / request, saturation | at {rate} req/s |".replace("{rate}", rate))
+      f"| heap allocations / request, saturation | at {rate} req/s |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 targets = [t for t in ("gateway", "baseline", "nginx") if (t, "saturation") in rows]
 for t in targets:

@@ -142,27 +142,28 @@ async fn allocations_per_request(method: Method, body: &'static [u8]) -> f64 {
 }
 
 /// A GET and its answer cost the gateway no allocation of their own: what is counted
-/// is the request ids' buffer, one per 64 requests (and its shared header). The bound
-/// fails on any allocation added to every request.
+/// is the request ids' buffer and its shared header, two per 16 requests. The upper
+/// bound fails on any allocation added to every request; the lower one on a count
+/// that no longer sees the gateway's work (serving moved off the counted thread).
 #[tokio::test]
 async fn a_proxied_get_allocates_nothing_of_its_own() {
     let per_request = allocations_per_request(Method::GET, b"").await;
     println!("GET: {per_request:.2} heap allocations per request");
     assert!(
-        per_request < 0.5,
+        (0.1..0.5).contains(&per_request),
         "a proxied GET now makes {per_request:.2} heap allocations"
     );
 }
 
-/// A request with a body: two allocations, hyper's channel for the incoming body and
-/// the box of the upload (which keeps every request's future small; see
+/// A request with a body: two allocations more, hyper's channel for the incoming body
+/// and the box of the upload (which keeps every request's future small; see
 /// `proxy::client::h1::Upload`).
 #[tokio::test]
 async fn a_proxied_post_allocates_for_its_body_only() {
     let per_request = allocations_per_request(Method::POST, &[b'x'; 2048]).await;
     println!("POST 2 KB: {per_request:.2} heap allocations per request");
     assert!(
-        per_request < 2.5,
+        (2.0..2.5).contains(&per_request),
         "a proxied POST now makes {per_request:.2} heap allocations"
     );
 }

@@ -279,8 +279,9 @@ impl Future for SendFuture {
 
 impl SendFuture {
     /// True once the request's body has ended: read to its end, failed, cut off at
-    /// its limit, or let go. False while it waits for a connection. (A request without
-    /// a body has none to wait for.)
+    /// its limit, or let go. False while a request not yet started waits for a
+    /// connection (one waiting to go again says what its upload says). A request
+    /// without a body has none to wait for.
     pub(crate) fn upload_ended(&self) -> bool {
         match &self.state {
             SendState::Exchanging { exchange } => exchange

@@ -61,7 +61,8 @@ async fn a_slow_upstream_times_out_with_504() {
 
 /// The response timeout of a request with a body starts when the body has ended
 /// (`the_response_timeout_starts_after_the_upload_so_slow_uploads_finish`), and does
-/// start then: an upstream that takes the whole upload and never answers gets a 504.
+/// start then: an upstream whose socket takes the whole upload (it never reads it)
+/// and never answers gets a 504.
 #[tokio::test]
 async fn an_upstream_silent_after_an_upload_times_out_with_504() {
     let up = FakeUpstream::start("slow").await;
