@@ -335,26 +335,27 @@ mod tests {
             .write_all(b"GET /hello HTTP/1.1\r\nhost: shop.example\r\n\r\n")
             .await
             .expect("request");
-        let mut answer = read_head(&mut client).await;
-        while !answer.ends_with("ok") {
-            let mut chunk = [0; 64];
-            let n = client.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "the body was cut short: {answer}");
-            answer.push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-        answer
+        read_until(&mut client, |read| {
+            read.contains("\r\n\r\n") && read.ends_with("ok")
+        })
+        .await
     }
 
     /// Reads up to and including the blank line that ends a head (and whatever came
     /// with it).
     async fn read_head(conn: &mut TcpStream) -> String {
-        let mut head = String::new();
-        while !head.contains("\r\n\r\n") {
+        read_until(conn, |read| read.contains("\r\n\r\n")).await
+    }
+
+    /// Reads until what has been read is `done`; the peer leaving first fails the test.
+    async fn read_until(conn: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+        let mut read = String::new();
+        while !done(&read) {
             let mut chunk = [0; 256];
             let n = conn.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "the peer left before the head ended: {head}");
-            head.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            assert!(n > 0, "the peer left first, after: {read}");
+            read.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
-        head
+        read
     }
 }

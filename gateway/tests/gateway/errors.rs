@@ -45,8 +45,9 @@ async fn no_route_no_endpoint_and_connect_failure() {
     assert_gateway_error(&c.get(&gw.url("/dead/x")).await, 502, "connect_failed");
 }
 
-#[tokio::test]
-async fn a_slow_upstream_times_out_with_504() {
+/// A gateway with a 200 ms response timeout in front of one upstream, which holds
+/// `/hold` requests until released.
+async fn behind_a_slow_upstream() -> (FakeUpstream, TestGateway) {
     let up = FakeUpstream::start("slow").await;
     let config = [
         upstream("slow", &[&up], "request_timeout = \"200ms\""),
@@ -54,6 +55,12 @@ async fn a_slow_upstream_times_out_with_504() {
     ]
     .concat();
     let gw = TestGateway::start(&config).await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn a_slow_upstream_times_out_with_504() {
+    let (up, gw) = behind_a_slow_upstream().await;
     let r = Client::default().get(&gw.url("/hold")).await;
     assert_gateway_error(&r, 504, "upstream_timeout");
     up.hold().release(1);
@@ -65,13 +72,7 @@ async fn a_slow_upstream_times_out_with_504() {
 /// and never answers gets a 504.
 #[tokio::test]
 async fn an_upstream_silent_after_an_upload_times_out_with_504() {
-    let up = FakeUpstream::start("slow").await;
-    let config = [
-        upstream("slow", &[&up], "request_timeout = \"200ms\""),
-        route("all", "/", "slow", ""),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
+    let (up, gw) = behind_a_slow_upstream().await;
     let (tx, response) = gw.start_upload("/hold");
     for _ in 0..2 {
         tx.send(bytes::Bytes::from_static(&[1u8; 1024]))
