@@ -29,7 +29,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 struct CountedGateway {
     addr: std::net::SocketAddr,
     count: Option<oneshot::Sender<()>>,
-    counted: Option<oneshot::Sender<()>>,
+    stop_counting: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
@@ -45,7 +45,7 @@ impl CountedGateway {
             .unwrap_or_else(|e| panic!("config: {e}"));
         let (bound, addr) = mpsc::channel();
         let (count, counting) = oneshot::channel::<()>();
-        let (counted, stop_counting) = oneshot::channel::<()>();
+        let (stop_counting, counting_stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = gateway::runtime().expect("runtime");
             let (stop, stopped) = oneshot::channel::<()>();
@@ -66,7 +66,7 @@ impl CountedGateway {
             // Warm-up, then the counted requests; a test that gave up ends each wait.
             let _ = runtime.block_on(counting);
             let counted = allocation_counter::measure(|| {
-                let _ = runtime.block_on(stop_counting);
+                let _ = runtime.block_on(counting_stopped);
             });
             let _ = stop.send(());
             let ended = runtime.block_on(async { tokio::time::timeout(PATIENCE, served).await });
@@ -80,7 +80,7 @@ impl CountedGateway {
         Self {
             addr,
             count: Some(count),
-            counted: Some(counted),
+            stop_counting: Some(stop_counting),
             thread: Some(thread),
         }
     }
@@ -95,8 +95,8 @@ impl CountedGateway {
     /// Stops counting, stops the gateway and returns what was counted.
     fn counted(mut self) -> u64 {
         self.count();
-        if let Some(counted) = self.counted.take() {
-            counted.send(()).expect("the gateway thread counts");
+        if let Some(stop) = self.stop_counting.take() {
+            stop.send(()).expect("the gateway thread counts");
         }
         match self.thread.take().map(std::thread::JoinHandle::join) {
             Some(Ok(counted)) => counted,
@@ -109,7 +109,7 @@ impl Drop for CountedGateway {
     fn drop(&mut self) {
         // A test that failed midway: let the thread run to its end.
         self.count.take();
-        self.counted.take();
+        self.stop_counting.take();
     }
 }
 

@@ -369,14 +369,13 @@ impl RequestIds {
     /// only ever moves by whole blocks, so a block's first number is a multiple of 16
     /// and its ids differ in the last hex digit only.
     fn block(&self) -> Block {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let first = self.counter.fetch_add(IDS_PER_BLOCK, Ordering::Relaxed);
         debug_assert_eq!(first % IDS_PER_BLOCK, 0);
         let mut id = [0u8; ID_LEN];
         id[..16].copy_from_slice(&hex(self.prefix));
         id[16..].copy_from_slice(&hex(first));
         let mut ids = Vec::with_capacity(IDS_PER_BLOCK as usize * ID_LEN);
-        for last in &HEX[..IDS_PER_BLOCK as usize] {
+        for last in &HEX_DIGITS[..IDS_PER_BLOCK as usize] {
             id[ID_LEN - 1] = *last;
             ids.extend_from_slice(&id);
         }
@@ -388,12 +387,14 @@ impl RequestIds {
     }
 }
 
+/// Lowercase hex digits, by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// `word` as 16 lowercase hex digits.
 fn hex(word: u64) -> [u8; 16] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 16];
     for (j, digit) in out.iter_mut().enumerate() {
-        *digit = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+        *digit = HEX_DIGITS[((word >> (60 - 4 * j)) & 0xf) as usize];
     }
     out
 }
