@@ -50,11 +50,11 @@ for target in "${targets[@]}"; do
         log "$target, $load: profile.sh ${env_args[*]}"
         run_dir=$TMP/$target-$load
         env "${env_args[@]}" OUT_DIR="$run_dir" "$HERE/profile.sh" >"$run_log" 2>&1 ||
-            die "profile.sh failed for $target ($load); see $run_log"
+            die "profile.sh failed for $target ($load): $(tail -n 5 "$run_log")"
         ins=$(sed -n 's/.*instructions per request (start-up excluded): \([0-9]*\).*/\1/p' "$run_log")
         allocs=$(sed -n 's/^heap allocations per request: \([0-9.]*\).*/\1/p' "$run_log")
         reqs=$(sed -n 's/^requests proxied under load: \([0-9]*\);.*/\1/p' "$run_log")
-        [[ -n "$ins" && -n "$allocs" ]] || die "no count in $run_log"
+        [[ -n "$ins" && -n "$allocs" ]] || die "no count from profile.sh for $target ($load): $(tail -n 5 "$run_log")"
         log "$target, $load: $ins instructions, $allocs allocations per request over $reqs requests"
         printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$load" "$ins" "$allocs" "$reqs" >>"$results"
     done
