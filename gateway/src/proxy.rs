@@ -34,7 +34,7 @@ use crate::server::Busy;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use body::{BodyError, LimitedBody};
-use client::{ClientError, PooledBody, SendFuture};
+use client::{deadline_after, ClientError, PooledBody, SendFuture};
 use rescue::{Blame, ProxyError};
 
 pin_project! {
@@ -406,7 +406,9 @@ fn dispatch(
         response: endpoint.pool.send(parts, added, body, start),
         deadline: deadline_after(start, timeout),
         uploading,
+        moved: None,
         timeout,
+        client_timeout: server.client_idle_timeout,
         in_flight,
     })
 }
@@ -414,14 +416,20 @@ fn dispatch(
 /// A request handed to an upstream connection, awaiting its response head within
 /// the upstream's request timeout. The timeout runs from the end of the upload, so
 /// a large or slow upload is bounded by the client's pace, not cut off by the
-/// upstream's timer. The timer itself is the upstream connection's (see
-/// [`SendFuture::poll_deadline`]).
+/// upstream's timer; while it goes on, a stall is bounded instead: no byte of it
+/// moving for `request_timeout` while bytes wait for the upstream (504), or for the
+/// client's `client_idle_timeout` while the gateway waits for the body (408), as
+/// nginx's `proxy_send_timeout` and `client_body_timeout`. The timer itself is the
+/// upstream connection's (see [`SendFuture::poll_deadline`]).
 struct Exchange {
     response: SendFuture,
     deadline: Instant,
     /// A request body is still on its way: the timeout starts once it has ended.
     uploading: bool,
+    /// While uploading: the upload's progress when `deadline` was last set.
+    moved: Option<u64>,
     timeout: Duration,
+    client_timeout: Duration,
     in_flight: InFlight,
 }
 
@@ -437,7 +445,7 @@ impl Exchange {
                     // task with its next frame, and the poll that reads its end finds
                     // it ended here.
                     if !self.response.upload_ended() {
-                        return Poll::Pending;
+                        return self.poll_stall(cx).map(Err);
                     }
                     self.uploading = false;
                     self.deadline = deadline_after(Instant::now(), self.timeout);
@@ -453,10 +461,32 @@ impl Exchange {
     }
 }
 
-/// `timeout` after `from`; one too far away to represent is capped, as `sleep` does.
-fn deadline_after(from: Instant, timeout: Duration) -> Instant {
-    from.checked_add(timeout)
-        .unwrap_or_else(|| from + Duration::from_secs(86_400 * 365 * 30))
+impl Exchange {
+    /// While the upload goes on: ready with the error once it has moved no byte for
+    /// the timeout of whoever it waits for.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<ProxyError> {
+        let Some((moved, upstream_owes)) = self.response.upload_progress() else {
+            // Waiting for a connection, bounded by the connect timeout.
+            self.moved = None;
+            return Poll::Pending;
+        };
+        if self.moved != Some(moved) {
+            self.moved = Some(moved);
+            let wait = if upstream_owes {
+                self.timeout
+            } else {
+                self.client_timeout
+            };
+            self.deadline = deadline_after(Instant::now(), wait);
+        }
+        ready!(self.response.poll_deadline(cx, self.deadline));
+        if upstream_owes {
+            self.in_flight.0.failures.fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(ProxyError::UpstreamTimeout)
+        } else {
+            Poll::Ready(ProxyError::ClientTimeout)
+        }
+    }
 }
 
 /// Counts a request as in flight on an endpoint until dropped.

@@ -32,6 +32,7 @@ use super::body::LimitedBody;
 use super::headers::Added;
 use crate::config::ConnectionConfig;
 use crate::worker;
+pub(crate) use h1::deadline_after;
 use h1::{Conn, HeadError, RequestFraming, Upload};
 pub use h1::{ExchangeError, PooledBody};
 
@@ -293,6 +294,17 @@ impl SendFuture {
                 Some(Unsent::Again { upload, .. }) => upload.body_ended(),
                 None => true,
             },
+        }
+    }
+
+    /// How far the upload has got on its connection ([`Upload::progress`]); `None`
+    /// while the request waits for a connection.
+    pub(crate) fn upload_progress(&self) -> Option<(u64, bool)> {
+        match &self.state {
+            SendState::Exchanging { exchange } => {
+                exchange.live.as_ref().map(|live| live.upload.progress())
+            }
+            SendState::Waiting { .. } => None,
         }
     }
 

@@ -53,6 +53,9 @@ pub enum ProxyError {
     /// The request is malformed in a way the HTTP parser let through.
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    /// The client stopped sending its request body for its `client_idle_timeout`.
+    #[error("the client sent nothing of its request body for too long")]
+    ClientTimeout,
     /// Reading the request body from the client failed midway.
     #[error("the client's request body was cut off")]
     ClientAborted(#[source] super::client::ClientError),
@@ -71,6 +74,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::ClientAborted(_) => "client_aborted",
+            ProxyError::ClientTimeout => "client_timeout",
         }
     }
 
@@ -86,6 +90,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -99,7 +104,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
-            | ProxyError::ClientAborted(_) => Blame::Client,
+            | ProxyError::ClientAborted(_)
+            | ProxyError::ClientTimeout => Blame::Client,
         }
     }
 
@@ -113,7 +119,8 @@ impl ProxyError {
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
-            | ProxyError::ClientAborted(_) => false,
+            | ProxyError::ClientAborted(_)
+            | ProxyError::ClientTimeout => false,
         }
     }
 }

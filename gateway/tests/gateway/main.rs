@@ -14,6 +14,7 @@ mod reload;
 mod responses;
 mod routing;
 mod shutdown;
+mod stalls;
 mod streaming;
 mod workers;
 

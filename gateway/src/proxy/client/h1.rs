@@ -69,6 +69,10 @@ pub enum ExchangeError {
     /// The client's request body failed or passed the route's limit while it was sent.
     #[error("the request body could not be sent")]
     RequestBody(#[source] BodyError),
+    /// The upstream sent nothing of its response body, or took nothing of the
+    /// request's, for its `request_timeout`.
+    #[error("the upstream stalled for longer than its request timeout")]
+    Stalled,
 }
 
 /// One TCP connection to an upstream, with its buffers, owned by the pool while idle
@@ -112,6 +116,9 @@ pub(crate) struct ConnState {
     /// one and reset for each: moving a registered timer's deadline later is one
     /// atomic exchange, where a timer per request is a registration and a removal.
     timer: Option<Pin<Box<Sleep>>>,
+    /// While a response body waits for the upstream: when that wait becomes a stall.
+    /// Set when a read finds nothing (about when the last bytes came), cleared by data.
+    silent_until: Option<Instant>,
 }
 
 /// The socket: whole, or its read half while the write half finishes an upload the
@@ -136,6 +143,7 @@ impl Conn {
             names: NameCache::default(),
             spare: HeaderMap::new(),
             timer: None,
+            silent_until: None,
         }))
     }
 }
@@ -635,6 +643,8 @@ pub(crate) struct Streaming {
     chunked: bool,
     /// Bytes written so far; a request not yet started can go to another connection.
     written: u64,
+    /// Bytes of the body taken from the client so far.
+    received: u64,
 }
 
 impl std::fmt::Debug for Upload {
@@ -682,6 +692,7 @@ impl Upload {
             body: Some(body),
             chunked: matches!(framing, RequestFraming::Chunked),
             written: 0,
+            received: 0,
         }))
     }
 
@@ -730,6 +741,17 @@ impl Upload {
         match self {
             Upload::Head { .. } => true,
             Upload::Body(s) => s.body.is_none(),
+        }
+    }
+
+    /// How far it has got: bytes moved (taken from the client plus written upstream),
+    /// which grows with every step forward, and whether some are waiting to be
+    /// written. A stalled upload is the upstream's doing when bytes wait for it, the
+    /// client's when the gateway waits for more of the body.
+    pub(crate) fn progress(&self) -> (u64, bool) {
+        match self {
+            Upload::Head { head, sent, .. } => (*sent as u64, *sent < head.len()),
+            Upload::Body(s) => (s.received + s.written, s.start != s.end),
         }
     }
 
@@ -841,6 +863,9 @@ impl Streaming {
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
+            if let Some(data) = frame.data_ref() {
+                self.received += data.len() as u64;
+            }
             match frame.into_data() {
                 Ok(data) if data.is_empty() => {}
                 Ok(data) if self.chunked => {
@@ -1016,13 +1041,18 @@ fn finish_upload(
 ) -> Option<oneshot::Sender<Conn>> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let (tx, rx) = oneshot::channel::<Conn>();
+    let timeout = pool.settings.request_timeout;
     runtime.spawn(async move {
         let mut scratch = BytesMut::new();
         let mut rx = rx;
         let mut conn = None;
+        let (mut moved, mut stall_at, mut timer) = (None, Instant::now(), None);
         // The upload goes on while the response is read; a response that fails, is
         // dropped early or ends without keep-alive drops the sender, and the upload
         // stops with it (else the socket stays open for as long as either peer stalls).
+        // So does an upload that moves no byte for the upstream's `request_timeout`
+        // (an upstream that stopped reading, or a client that stopped sending): the
+        // client's body, which holds its connection busy, is let go with it.
         let sent = std::future::poll_fn(|cx| {
             if conn.is_none() {
                 match Pin::new(&mut rx).poll(cx) {
@@ -1031,7 +1061,18 @@ fn finish_upload(
                     Poll::Pending => {}
                 }
             }
-            upload.poll_send(&mut write, &mut scratch, cx).map_err(Some)
+            let polled = upload.poll_send(&mut write, &mut scratch, cx);
+            if polled.is_pending() {
+                let (now_moved, _) = upload.progress();
+                if moved != Some(now_moved) {
+                    moved = Some(now_moved);
+                    stall_at = deadline_after(Instant::now(), timeout);
+                }
+                if poll_timer(&mut timer, cx, stall_at).is_ready() {
+                    return Poll::Ready(Err(None));
+                }
+            }
+            polled.map_err(Some)
         })
         .await;
         if sent.is_err() {
@@ -1107,7 +1148,23 @@ impl Body for PooledBody {
                     Err(e) => return this.fail(e),
                 },
             }
-            match ready!(conn.poll_fill(cx)) {
+            // A response that comes whole with its head (most do) never gets here.
+            let filled = match conn.poll_fill(cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    // As nginx's `proxy_read_timeout`: an upstream that stops halfway
+                    // through a body (alive, but sending nothing) is given up on, and
+                    // the response is cut rather than held open for ever.
+                    let timeout = this.pool.settings.request_timeout;
+                    let deadline = *conn
+                        .silent_until
+                        .get_or_insert_with(|| deadline_after(Instant::now(), timeout));
+                    ready!(conn.poll_deadline(cx, deadline));
+                    return this.fail(ExchangeError::Stalled);
+                }
+            };
+            conn.silent_until = None;
+            match filled {
                 Ok(0) if matches!(this.framing, Framing::UntilClose) => {
                     this.framing = Framing::Done;
                     this.conn = None;
@@ -1265,6 +1322,12 @@ fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError
             }
         }
     }
+}
+
+/// `timeout` after `from`; one too far away to represent is capped, as `sleep` does.
+pub(crate) fn deadline_after(from: Instant, timeout: std::time::Duration) -> Instant {
+    from.checked_add(timeout)
+        .unwrap_or_else(|| from + std::time::Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Polls `timer` for `deadline`, making it on first use and moving it otherwise.
@@ -1601,6 +1664,7 @@ mod tests {
                 body: None,
                 chunked: false,
                 written: 0,
+                received: 0,
             }))
         };
         let mut cut = body();

@@ -1,0 +1,183 @@
+//! An exchange that stops moving halfway is given up on, whoever stopped it, as
+//! nginx's `proxy_send_timeout`, `proxy_read_timeout` and `client_body_timeout` do:
+//! an upstream that stops reading an upload gets a 504, one that stops sending a
+//! body has the response cut, and a client that stops sending its body gets a 408.
+//! Each would otherwise hold a client connection and an upstream connection for as
+//! long as the other side stays connected.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_test_support::{
+    answer, empty, within, Client, FakeUpstream, ScriptedUpstream, TestGateway,
+};
+use http_body_util::BodyExt;
+use hyper::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::{route, send_raw};
+
+/// Each side's timeout in these tests: the upstream's `request_timeout` and the
+/// client's `client_idle_timeout`.
+const STALL: Duration = Duration::from_millis(300);
+
+/// A gateway with both timeouts at [`STALL`] and one route `/` to `endpoint`, whose
+/// bodies may be large.
+async fn gateway_to(endpoint: &str) -> TestGateway {
+    let ms = STALL.as_millis();
+    let config = format!(
+        "[server]\nclient_idle_timeout = \"{ms}ms\"\n\
+         [upstreams.up]\nendpoints = [\"{endpoint}\"]\nrequest_timeout = \"{ms}ms\"\n{}",
+        route("r", "/", "up", "max_request_body = \"1GiB\"")
+    );
+    TestGateway::start(&config).await
+}
+
+/// Sends 1 MiB chunks until the body is let go or 512 MiB have gone: far more than
+/// the socket buffers between the client and an upstream that does not read.
+fn feed(tx: tokio::sync::mpsc::Sender<Bytes>) -> tokio::task::JoinHandle<()> {
+    static CHUNK: [u8; 1 << 20] = [7; 1 << 20];
+    tokio::spawn(async move {
+        for _ in 0..512 {
+            if tx.send(Bytes::from_static(&CHUNK)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_an_upload_gets_504() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway_to(&up.authority()).await;
+    // `/hold` never reads the body: once the socket buffers are full, no byte moves.
+    let (tx, response) = gw.start_upload("/hold");
+    let feeder = feed(tx);
+    let r = within("the 504", response).await.expect("client task");
+    assert_eq!(
+        r.status,
+        504,
+        "body: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("x-gateway-error"), "upstream_timeout");
+    feeder.abort();
+    up.hold().release(1);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway_to(&up.authority()).await;
+    let mut s = send_raw(
+        &gw,
+        b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 100000\r\n\r\nten bytes.",
+    )
+    .await;
+    let mut uploaded = up.uploaded();
+    within(
+        "the upstream to get the first bytes",
+        uploaded.wait_for(|n| *n == 10),
+    )
+    .await
+    .expect("upstream");
+    let mut got = Vec::new();
+    within("the 408 and the close", s.read_to_end(&mut got))
+        .await
+        .expect("read");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408 "), "got {got:?}");
+    assert!(got.contains("client_timeout"), "got {got:?}");
+}
+
+#[tokio::test]
+async fn a_body_the_upstream_stops_sending_is_cut() {
+    // A head and 5 of 100 bytes, then nothing, on a connection kept open.
+    let up = ScriptedUpstream::start(vec![answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+    )])
+    .await;
+    let gw = gateway_to(&up.authority()).await;
+    let req = Request::get(gw.url("/")).body(empty()).unwrap();
+    let response = Client::default().send_streaming(req).await;
+    assert_eq!(response.status(), 200);
+    let body = within("the body to end", response.into_body().collect()).await;
+    assert!(body.is_err(), "a body cut short must not end cleanly");
+}
+
+#[tokio::test]
+async fn a_body_with_pauses_shorter_than_the_timeout_is_not_cut() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway_to(&up.authority()).await;
+    let req = Request::get(gw.url("/stream-gated")).body(empty()).unwrap();
+    let response = Client::default().send_streaming(req).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // The first 64 KiB, then a pause of two thirds of the timeout: the timeout
+    // bounds a silence, not the body.
+    let first = within("the first bytes", body.frame())
+        .await
+        .and_then(|f| f.ok())
+        .and_then(|f| f.into_data().ok())
+        .map_or(0, |d| d.len());
+    assert!(first > 0);
+    tokio::time::sleep(STALL * 2 / 3).await;
+    up.hold().release(1);
+    let rest = within("the rest", body.collect())
+        .await
+        .expect("whole body");
+    assert_eq!(first + rest.to_bytes().len(), 128 * 1024);
+}
+
+/// An upstream that answers at once and never reads the upload: the upload, which
+/// goes on in a task of its own after the answer, stops once it has stalled, and
+/// lets go of the client's body; the client's connection then closes (before this,
+/// it stayed open for as long as the client kept trying to send).
+#[tokio::test]
+async fn an_upload_the_upstream_answered_early_and_stopped_reading_is_let_go() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+            .await
+            .unwrap();
+        // Kept open, never read again.
+        std::future::pending::<()>().await;
+        drop(s);
+    });
+    let gw = gateway_to(&endpoint).await;
+    let mut s = send_raw(
+        &gw,
+        b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000000000\r\n\r\n",
+    )
+    .await;
+    let (mut read, mut write) = s.split();
+    let writer = async {
+        let chunk = vec![7u8; 1 << 20];
+        while write.write_all(&chunk).await.is_ok() {}
+    };
+    let reader = async {
+        let mut got = Vec::new();
+        let _ = read.read_to_end(&mut got).await;
+        got
+    };
+    let (got, ()) = within("the client connection to close", async {
+        tokio::join!(reader, writer)
+    })
+    .await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 200 ") && got.ends_with("early"),
+        "got {got:?}"
+    );
+    upstream.abort();
+}
