@@ -56,6 +56,11 @@ pub struct Server {
     /// idle keep-alive connection, or a client still sending its request head (slow
     /// loris). Applies to connections accepted after a reload.
     pub client_idle_timeout: Duration,
+    /// A client that takes no byte of a response for this long, with the gateway's
+    /// writes to it blocked, is cut off (nginx's `send_timeout`): it would hold its
+    /// connection and the upstream's for as long as it stays connected. Applies to
+    /// connections accepted after a reload.
+    pub client_send_timeout: Duration,
     /// Largest request body, in bytes, unless a route says otherwise.
     pub max_request_body: u64,
     /// Largest request head (request line and headers), in bytes.
@@ -155,6 +160,8 @@ pub(crate) mod defaults {
     /// hyper's default header-read timeout. Behind a load balancer that reuses idle
     /// connections, raise it above the balancer's own idle timeout (60 s on many).
     pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// nginx's `send_timeout`.
+    pub(crate) const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
     /// 64 MiB: generous for APIs; routes that take uploads raise it.
     pub(crate) const MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
     /// 16 KiB: nginx's large_client_header_buffers is 4 x 8 KiB.

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::proxy::{self, Peer};
 use crate::shared::Shared;
 pub(crate) use client_conn::Busy;
-use client_conn::{ClientConnection, Drain, DrainWatch, IdleClock, WatchedIo};
+use client_conn::{ClientConnection, Drain, DrainWatch, IdleClock, Timeouts, WatchedIo};
 use protocol::{Protocols, Serve};
 
 mod client_conn;
@@ -97,13 +97,13 @@ impl Site {
         load: Option<workers::Load>,
     ) {
         let peer = Arc::new(Peer::new(addr, "http"));
-        let idle_timeout = self
-            .shared
-            .snapshot
-            .load()
-            .config
-            .server
-            .client_idle_timeout;
+        let timeouts = {
+            let server = &self.shared.snapshot.load().config.server;
+            Timeouts {
+                idle: server.client_idle_timeout,
+                send: server.client_send_timeout,
+            }
+        };
         let clock = IdleClock::new();
         let svc_clock = clock.clone();
         let svc_shared = self.shared.clone();
@@ -119,7 +119,7 @@ impl Site {
         );
         self.shared.metrics.open_connections.inc();
         tokio::spawn(Served {
-            conn: ClientConnection::new(conn, clock, idle_timeout, drain),
+            conn: ClientConnection::new(conn, clock, timeouts, drain),
             shared: self.shared.clone(),
             addr,
             _load: load,

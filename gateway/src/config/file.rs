@@ -35,6 +35,7 @@ pub(crate) struct Listen {
 pub(crate) struct Server {
     pub(crate) shutdown_grace: Option<Spanned<String>>,
     pub(crate) client_idle_timeout: Option<Spanned<String>>,
+    pub(crate) client_send_timeout: Option<Spanned<String>>,
     pub(crate) max_request_body: Option<Spanned<Size>>,
     pub(crate) max_request_headers: Option<Spanned<Size>>,
     #[serde(default)]

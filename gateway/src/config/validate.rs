@@ -162,6 +162,8 @@ impl Validator<'_> {
             shutdown_grace: self.duration(&raw.shutdown_grace, defaults::SHUTDOWN_GRACE),
             client_idle_timeout: self
                 .positive_duration(&raw.client_idle_timeout, defaults::CLIENT_IDLE_TIMEOUT),
+            client_send_timeout: self
+                .positive_duration(&raw.client_send_timeout, defaults::CLIENT_SEND_TIMEOUT),
             max_request_body: self.size(&raw.max_request_body, defaults::MAX_REQUEST_BODY),
             max_request_headers: usize::try_from(self.size(
                 &raw.max_request_headers,

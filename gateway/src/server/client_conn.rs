@@ -1,6 +1,7 @@
 //! A client connection's life: closed once it has been idle for `client_idle_timeout`
 //! (an idle keep-alive connection, or a slow-loris client still sending its request
-//! head), and drained gracefully on shutdown.
+//! head), cut once it has taken no byte of what is written to it for
+//! `client_send_timeout`, and drained gracefully on shutdown.
 //!
 //! "Idle" means: no request still arriving (its body) or still answered (hyper has not
 //! taken all of its response), and no write waiting for the client to read (hyper may
@@ -41,6 +42,8 @@ pub(crate) struct IdleClock {
     write_blocked: AtomicBool,
     /// Milliseconds from `base` to the latest end of a response or of a blocked write.
     idle_since_ms: AtomicU64,
+    /// Milliseconds from `base` to when writes last became blocked.
+    blocked_since_ms: AtomicU64,
     /// The connection opened with the HTTP/2 preface (it is told GOAWAY, not cut).
     http2: AtomicBool,
     /// A request has come in: without one, an HTTP/2 connection has no stream to wait for.
@@ -55,6 +58,7 @@ impl IdleClock {
             busy: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
+            blocked_since_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             asked: AtomicBool::new(false),
         })
@@ -72,31 +76,71 @@ impl IdleClock {
     }
 
     /// Records whether a write to the client would have blocked; on the change back,
-    /// idleness counts from now. Called on every write, so the common case is a load.
+    /// idleness counts from now, and on the change to blocked, the stall does.
+    /// Called on every write, so the common case is a load.
     fn wrote(&self, blocked: bool) {
         if self.write_blocked.load(Ordering::Relaxed) != blocked {
             self.write_blocked.store(blocked, Ordering::Relaxed);
-            if !blocked {
+            if blocked {
+                self.blocked_since_ms
+                    .store(self.elapsed_ms(), Ordering::Relaxed);
+            } else {
                 self.mark_idle();
             }
         }
     }
 
     fn mark_idle(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.idle_since_ms.fetch_max(ms, Ordering::Relaxed);
+        self.idle_since_ms
+            .fetch_max(self.elapsed_ms(), Ordering::Relaxed);
     }
 
-    /// When the connection times out if nothing changes, or `None` when it already has.
-    fn deadline(&self, now: Instant, timeout: Duration) -> Option<Instant> {
-        if self.busy.load(Ordering::Acquire) > 0 || self.write_blocked.load(Ordering::Relaxed) {
-            return Some(now + timeout);
-        }
-        let idle_since =
-            self.base + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
-        let deadline = idle_since + timeout;
-        (now < deadline).then_some(deadline)
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+
+    fn since(&self, ms: &AtomicU64) -> Instant {
+        self.base + Duration::from_millis(ms.load(Ordering::Relaxed))
+    }
+
+    /// When the connection times out if nothing changes, or how it already has.
+    fn deadline(&self, now: Instant, timeouts: Timeouts) -> Result<Instant, Expired> {
+        if self.write_blocked.load(Ordering::Relaxed) {
+            let deadline = self.since(&self.blocked_since_ms) + timeouts.send;
+            return if now < deadline {
+                Ok(deadline)
+            } else {
+                Err(Expired::Stalled)
+            };
+        }
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return Ok(now + timeouts.idle);
+        }
+        let deadline = self.since(&self.idle_since_ms) + timeouts.idle;
+        if now < deadline {
+            Ok(deadline)
+        } else {
+            Err(Expired::Idle)
+        }
+    }
+}
+
+/// A client connection's two bounds (`[server]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// `client_idle_timeout`: nothing in progress.
+    pub(crate) idle: Duration,
+    /// `client_send_timeout`: writes to the client blocked, none of them taken.
+    pub(crate) send: Duration,
+}
+
+/// How a connection's time ran out.
+#[derive(Debug, PartialEq, Eq)]
+enum Expired {
+    /// Nothing in progress for `client_idle_timeout`.
+    Idle,
+    /// The client took no byte for `client_send_timeout`.
+    Stalled,
 }
 
 /// A request in progress on a client connection; see [`IdleClock::busy`].
@@ -352,7 +396,7 @@ pin_project! {
         drain_started: Arc<AtomicBool>,
         _open: watch::Receiver<()>,
         clock: Arc<IdleClock>,
-        timeout: Duration,
+        timeouts: Timeouts,
         // The timer has registered (been polled with budget) since it was last set.
         timer_armed: bool,
         // An HTTP/2 connection told GOAWAY: the rest is hyper's (it closes the connection
@@ -375,17 +419,17 @@ impl<C> ClientConnection<C> {
     pub(crate) fn new(
         conn: C,
         clock: Arc<IdleClock>,
-        timeout: Duration,
+        timeouts: Timeouts,
         drain: DrainWatch,
     ) -> Self {
         Self {
             conn,
-            timer: tokio::time::sleep_until(clock.base + timeout),
+            timer: tokio::time::sleep_until(clock.base + timeouts.idle),
             drain_signal: drain.signal,
             drain_started: drain.started,
             _open: drain.open,
             clock,
-            timeout,
+            timeouts,
             timer_armed: false,
             timer_done: false,
             drain_armed: false,
@@ -434,15 +478,22 @@ where
             }
             let now = Instant::now();
             *this.timer_armed = false;
-            match this.clock.deadline(now, *this.timeout) {
-                Some(deadline) => this.timer.as_mut().reset(deadline),
+            match this.clock.deadline(now, *this.timeouts) {
+                Ok(deadline) => this.timer.as_mut().reset(deadline),
+                // A client that reads nothing: cut, HTTP/1 or HTTP/2, with whatever it
+                // was being sent (its upstream connections close with it).
+                Err(Expired::Stalled) => {
+                    tracing::debug!("client took no byte for {:?}; closing", this.timeouts.send);
+                    return Poll::Ready(Ok(()));
+                }
                 // HTTP/2: GOAWAY. hyper closes the connection once its open streams
                 // end (one may still be sending a body the client reads slowly) and the
                 // client has acknowledged.
                 // One that never asked anything has no stream to wait for: it gets one
                 // more period to go, then is cut.
-                None if this.clock.http2.load(Ordering::Relaxed)
-                    && (this.clock.asked.load(Ordering::Relaxed) || !*this.closing) =>
+                Err(Expired::Idle)
+                    if this.clock.http2.load(Ordering::Relaxed)
+                        && (this.clock.asked.load(Ordering::Relaxed) || !*this.closing) =>
                 {
                     if !*this.closing {
                         *this.closing = true;
@@ -451,13 +502,16 @@ where
                     if this.clock.asked.load(Ordering::Relaxed) {
                         *this.timer_done = true;
                     } else {
-                        this.timer.as_mut().reset(now + *this.timeout);
+                        this.timer.as_mut().reset(now + this.timeouts.idle);
                     }
                 }
                 // HTTP/1 between requests (idle, or a head still arriving): close,
                 // as hyper's header-read timeout would.
-                None => {
-                    tracing::debug!("client connection idle for {:?}; closing", this.timeout);
+                Err(Expired::Idle) => {
+                    tracing::debug!(
+                        "client connection idle for {:?}; closing",
+                        this.timeouts.idle
+                    );
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -523,7 +577,7 @@ mod tests {
         let task = tokio::spawn(ClientConnection::new(
             conn,
             IdleClock::new(),
-            T,
+            Timeouts { idle: T, send: T },
             drain.watch(),
         ));
         tokio::time::timeout(T * 20, task).await.is_ok()
@@ -536,17 +590,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_blocked_write_keeps_the_connection_and_idleness_counts_from_its_end() {
+    async fn a_blocked_write_is_bounded_by_the_send_timeout_and_idleness_counts_from_its_end() {
         // Long enough that a descheduled test thread cannot reach a deadline.
         let t = Duration::from_secs(60);
+        let timeouts = Timeouts {
+            idle: t,
+            send: t * 2,
+        };
         let clock = IdleClock::new();
+        let before = Instant::now();
         clock.wrote(true);
-        let now = Instant::now();
-        assert_eq!(clock.deadline(now + t * 10, t), Some(now + t * 11));
+        let after = Instant::now();
+        // Past the idle timeout, not past the send timeout: kept, until the latter.
+        let deadline = clock
+            .deadline(after + t, timeouts)
+            .expect("not stalled yet");
+        // Kept in whole milliseconds.
+        assert!(
+            deadline + Duration::from_millis(1) >= before + t * 2,
+            "{deadline:?}"
+        );
+        assert!(deadline <= after + t * 2, "{deadline:?}");
+        assert_eq!(
+            clock.deadline(after + t * 2, timeouts),
+            Err(Expired::Stalled)
+        );
         let before = Instant::now();
         clock.wrote(false);
-        let deadline = clock.deadline(Instant::now(), t).expect("not idle yet");
-        // Idleness is kept in whole milliseconds.
+        let deadline = clock
+            .deadline(Instant::now(), timeouts)
+            .expect("not idle yet");
         assert!(
             deadline + Duration::from_millis(1) >= before + t,
             "{deadline:?}"
@@ -641,7 +714,10 @@ mod tests {
                 let conn = ClientConnection::new(
                     conn,
                     IdleClock::new(),
-                    Duration::from_secs(3600),
+                    Timeouts {
+                        idle: Duration::from_secs(3600),
+                        send: Duration::from_secs(3600),
+                    },
                     drain.watch(),
                 );
                 if i % 2 == 0 {

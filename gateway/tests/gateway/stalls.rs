@@ -1,7 +1,8 @@
 //! An exchange that stops moving halfway is given up on, whoever stopped it, as
 //! nginx's `proxy_send_timeout`, `proxy_read_timeout` and `client_body_timeout` do:
 //! an upstream that stops reading an upload gets a 504, one that stops sending a
-//! body has the response cut, and a client that stops sending its body gets a 408.
+//! body has the response cut, a client that stops sending its body gets a 408, and
+//! one that stops reading its response is cut off.
 //! Each would otherwise hold a client connection and an upstream connection for as
 //! long as the other side stays connected.
 
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use crate::{route, send_raw};
 
 /// Each side's timeout in these tests: the upstream's `request_timeout` and the
-/// client's `client_idle_timeout`.
+/// client's `client_idle_timeout` and `client_send_timeout`.
 const STALL: Duration = Duration::from_millis(300);
 
 /// A gateway with both timeouts at [`STALL`] and one route `/` to `endpoint`, whose
@@ -27,7 +28,7 @@ const STALL: Duration = Duration::from_millis(300);
 async fn gateway_to(endpoint: &str) -> TestGateway {
     let ms = STALL.as_millis();
     let config = format!(
-        "[server]\nclient_idle_timeout = \"{ms}ms\"\n\
+        "[server]\nclient_idle_timeout = \"{ms}ms\"\nclient_send_timeout = \"{ms}ms\"\n\
          [upstreams.up]\nendpoints = [\"{endpoint}\"]\nrequest_timeout = \"{ms}ms\"\n{}",
         route("r", "/", "up", "max_request_body = \"1GiB\"")
     );
@@ -180,4 +181,30 @@ async fn an_upload_the_upstream_answered_early_and_stopped_reading_is_let_go() {
         "got {got:?}"
     );
     upstream.abort();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_cut_off() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway_to(&up.authority()).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let mut s = socket.connect(gw.addr).await.unwrap();
+    let n = 64 << 20;
+    let req = format!("GET /stream/{n} HTTP/1.1\r\nHost: shop\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    gateway_test_support::eventually("the request to reach the upstream", || async {
+        (up.open_connections() == 1).then_some(())
+    })
+    .await;
+    // Not read: the gateway's writes block, and once they have for the send timeout
+    // it closes the client connection and, with the response, the upstream's.
+    gateway_test_support::eventually("the upstream connection to close", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+    let mut got = Vec::new();
+    let _ = within("the rest, up to the cut", s.read_to_end(&mut got)).await;
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    assert!(got.len() < n, "the whole body came ({} bytes)", got.len());
 }
