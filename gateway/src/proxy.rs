@@ -313,6 +313,11 @@ fn dispatch(
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
+    // hyper decodes the chunks of `gzip, chunked` and leaves the gzip to the gateway,
+    // which cannot pass it on: the field is hop-by-hop.
+    if scan.fixed_hop_by_hop && !headers::TransferCodings::supported(req.headers()) {
+        return Err(ProxyError::UnsupportedTransferCoding);
+    }
     if has_dot_segment(req.uri().path()) {
         // `/order/../admin` must not match `/order` and reach another route's upstream.
         return Err(ProxyError::BadRequest("path contains `.` or `..` segments"));

@@ -56,6 +56,10 @@ pub enum ProxyError {
     /// Reading the request body from the client failed midway.
     #[error("the client's request body was cut off")]
     ClientAborted(#[source] super::client::ClientError),
+    /// The request's `Transfer-Encoding` is not exactly `chunked`: the gateway could
+    /// not decode the rest (RFC 9112 6.1 answers 501).
+    #[error("transfer codings other than chunked are not supported")]
+    UnsupportedTransferCoding,
 }
 
 impl ProxyError {
@@ -71,6 +75,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::ClientAborted(_) => "client_aborted",
+            ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
         }
     }
 
@@ -86,6 +91,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -99,7 +105,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
-            | ProxyError::ClientAborted(_) => Blame::Client,
+            | ProxyError::ClientAborted(_)
+            | ProxyError::UnsupportedTransferCoding => Blame::Client,
         }
     }
 
@@ -113,7 +120,8 @@ impl ProxyError {
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
-            | ProxyError::ClientAborted(_) => false,
+            | ProxyError::ClientAborted(_)
+            | ProxyError::UnsupportedTransferCoding => false,
         }
     }
 }

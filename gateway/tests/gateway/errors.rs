@@ -205,6 +205,43 @@ async fn two_host_headers_are_a_json_400() {
     assert_eq!(hits, 0);
 }
 
+/// hyper takes a request whose last transfer coding is `chunked` and decodes the
+/// chunks; the gateway would pass the rest on undecoded, and unannounced, since
+/// `Transfer-Encoding` is hop-by-hop. RFC 9112 6.1: a coding the server does not
+/// understand is a 501.
+#[tokio::test]
+async fn a_request_with_a_transfer_coding_other_than_chunked_gets_501() {
+    for codings in [
+        "transfer-encoding: gzip, chunked\r\n",
+        "transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n",
+        "transfer-encoding: chunked, chunked\r\n",
+    ] {
+        let request = format!(
+            "POST /x HTTP/1.1\r\nhost: x\r\n{codings}connection: close\r\n\r\n\
+             3\r\nabc\r\n0\r\n\r\n"
+        );
+        let (out, hits) = raw_answer(request.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 501"), "{codings}: {out}");
+        assert!(
+            out.contains("x-gateway-error: unsupported_transfer_coding"),
+            "{codings}: {out}"
+        );
+        assert!(
+            out.contains("\"error\":\"unsupported_transfer_coding\""),
+            "{codings}: {out}"
+        );
+        assert_eq!(hits, 0, "{codings}");
+    }
+    // Plain `chunked` goes through.
+    let (out, hits) = raw_answer(
+        b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(hits, 1);
+}
+
 #[tokio::test]
 async fn dot_segments_and_connect_are_refused_with_400() {
     let up = FakeUpstream::start("up").await;

@@ -241,6 +241,26 @@ async fn malformed_response_heads_are_a_json_502() {
             "101 unasked",
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n".to_vec(),
         ),
+        (
+            "a coding before chunked",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "a coding before chunked, in two fields",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n\
+              2\r\nab\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "chunked twice",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "a coding after chunked",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\nab".to_vec(),
+        ),
         ("head too large", too_large),
         ("too many fields", too_many),
         ("cut head", b"HTTP/1.1 200 OK\r\ncontent-len".to_vec()),

@@ -9,9 +9,10 @@
 //! are slices of the bytes read, with no copy.
 //!
 //! What the framing follows (RFC 9112 6.3): no body for HEAD, 1xx, 204 and 304;
-//! `Transfer-Encoding` ending in `chunked` before `Content-Length` (and then no reuse);
-//! several differing `Content-Length`s, `Transfer-Encoding` in an HTTP/1.0 response
-//! and bad chunk sizes are errors; otherwise the body runs to the connection's close.
+//! `Transfer-Encoding: chunked` before `Content-Length` (and then no reuse); several
+//! differing `Content-Length`s, any transfer coding but one `chunked` (the gateway
+//! decodes no other), `Transfer-Encoding` in an HTTP/1.0 response and bad chunk sizes
+//! are errors; otherwise the body runs to the connection's close.
 //! Interim 1xx answers are skipped (the gateway never asks for an upgrade, so a 101
 //! is an error). A connection goes back to the pool only after an exchange that ended
 //! cleanly on both sides, with keep-alive, and nothing left over.
@@ -38,7 +39,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::PoolInner;
 use crate::proxy::body::{BodyError, LimitedBody};
-use crate::proxy::headers::{self, Added};
+use crate::proxy::headers::{self, Added, TransferCodings};
 
 /// Most header fields accepted in a response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -470,7 +471,7 @@ impl HeadError {
 struct HeadMeta {
     content_length: Option<u64>,
     transfer_encoding: bool,
-    chunked_last: bool,
+    codings: TransferCodings,
     close: bool,
     keep_alive: bool,
     /// A `Connection` field names other fields, which are hop-by-hop as well.
@@ -490,9 +491,8 @@ impl HeadMeta {
             }
         } else if *name == http::header::TRANSFER_ENCODING {
             self.transfer_encoding = true;
-            // Each field continues the list: only the last coding of the last one counts.
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            // Each field continues the list.
+            self.codings.add(value);
         } else if *name == CONNECTION {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -528,13 +528,15 @@ impl HeadMeta {
                     "Transfer-Encoding in an HTTP/1.0 response",
                 ));
             }
+            // Another coding would reach the client undecoded, with nothing to say so
+            // (the field is hop-by-hop).
+            if !self.codings.is_chunked() {
+                return Err(ExchangeError::Malformed("unsupported Transfer-Encoding"));
+            }
             // With Content-Length too, the message may have been smuggled: read it by
             // its chunks and do not trust the connection after it.
             keep_alive &= self.content_length.is_none();
-            if self.chunked_last {
-                return Ok((Framing::Chunked(Chunk::Size), keep_alive));
-            }
-            return Ok((Framing::UntilClose, false));
+            return Ok((Framing::Chunked(Chunk::Size), keep_alive));
         }
         match self.content_length {
             Some(0) => Ok((Framing::Done, keep_alive)),
@@ -1323,9 +1325,21 @@ mod tests {
             (&[("content-length", "5")], get(), 304, v11, "Done keep_alive=true"),
             (&[], get(), 204, v11, "Done keep_alive=true"),
             (&[], get(), 200, v11, "UntilClose keep_alive=false"),
-            (&[("transfer-encoding", "gzip, chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
-            (&[("transfer-encoding", "gzip"), ("transfer-encoding", "Chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
-            (&[("transfer-encoding", "chunked, gzip")], get(), 200, v11, "UntilClose keep_alive=false"),
+            (&[("transfer-encoding", "Chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            (&[("transfer-encoding", " , chunked ,")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            (&[("transfer-encoding", ""), ("transfer-encoding", "chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            // The gateway decodes `chunked` only; any other coding would reach the
+            // client undecoded, its Transfer-Encoding (hop-by-hop) gone.
+            (&[("transfer-encoding", "gzip, chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "gzip"), ("transfer-encoding", "Chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked, gzip")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked, chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "gzip")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked;x=1")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            // No body to decode: the codings do not matter.
+            (&[("transfer-encoding", "gzip, chunked")], Method::HEAD, 200, v11, "Done keep_alive=true"),
             (&[("transfer-encoding", "chunked"), ("content-length", "3")], get(), 200, v11, "Chunked(Size) keep_alive=false"),
             (&[("transfer-encoding", "chunked")], get(), 200, Version::HTTP_10, "error: the upstream sent a malformed response: Transfer-Encoding in an HTTP/1.0 response"),
             (&[("content-length", "1")], get(), 200, Version::HTTP_10, "Length(1) keep_alive=false"),
