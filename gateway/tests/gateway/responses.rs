@@ -106,6 +106,31 @@ async fn a_length_delimited_response_reuses_its_connection() {
     assert_eq!(up.connections(), 1);
 }
 
+/// `Content-Length: 5, 5` (or the field twice) is one length said twice: accepted,
+/// and forwarded as a single value (RFC 9110 8.6), since a client may refuse the list.
+#[tokio::test]
+async fn a_content_length_said_twice_is_forwarded_once() {
+    let (_up, gw) = scripted(vec![
+        answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello"),
+        answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+    ])
+    .await;
+    for _ in 0..2 {
+        let out = raw(
+            &gw,
+            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let lengths: Vec<&str> = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths, ["content-length: 5"], "{out}");
+        assert_eq!(body, "hello", "{out}");
+    }
+}
+
 #[tokio::test]
 async fn a_response_delimited_by_close_is_read_to_the_close_and_its_connection_not_reused() {
     let (up, gw) = scripted(vec![

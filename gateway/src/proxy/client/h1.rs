@@ -365,6 +365,10 @@ impl ConnState {
             if meta.transfer_encoding && meta.content_length.is_some() {
                 // The chunks delimit it; a length forwarded along would contradict them.
                 headers.remove(CONTENT_LENGTH);
+            } else if let Some(n) = meta.content_length.filter(|_| meta.length_repeated) {
+                // RFC 9110 8.6: a recipient may replace the list by one value, and one
+                // is all a client downstream can be counted on to accept.
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
             let mut response = Response::new(());
             *response.status_mut() = status;
@@ -470,6 +474,8 @@ impl HeadError {
 #[derive(Default)]
 struct HeadMeta {
     content_length: Option<u64>,
+    /// The length came as a list (`5, 5`, or the field twice): forwarded as one value.
+    length_repeated: bool,
     transfer_encoding: bool,
     codings: TransferCodings,
     close: bool,
@@ -484,8 +490,11 @@ impl HeadMeta {
             for part in value.split(|&b| b == b',') {
                 let n = parse_u64(part.trim_ascii())
                     .ok_or(ExchangeError::Malformed("invalid Content-Length"))?;
-                if self.content_length.is_some_and(|m| m != n) {
-                    return Err(ExchangeError::Malformed("conflicting Content-Length"));
+                if let Some(m) = self.content_length {
+                    if m != n {
+                        return Err(ExchangeError::Malformed("conflicting Content-Length"));
+                    }
+                    self.length_repeated = true;
                 }
                 self.content_length = Some(n);
             }
