@@ -385,6 +385,33 @@ async fn a_request_the_upstream_closed_under_goes_again_only_when_repeatable() {
     );
 }
 
+/// An interim answer is an answer: a close after `103 Early Hints` is not the silent
+/// close of the keep-alive race, and the request does not go again (the upstream has
+/// seen it and started on it).
+#[tokio::test]
+async fn a_close_after_an_interim_answer_is_not_replayed() {
+    let (up, gw) = scripted(vec![
+        answer(OK_SHORT),
+        answer_then_close(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/warm")).await.body, "ok");
+    let r = c.get(&gw.url("/hinted")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"], "upstream_failed");
+    let requests = up.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET /hinted"))
+            .count(),
+        1,
+        "sent once: {requests:?}"
+    );
+}
+
 /// What the upstream reads: origin-form, HTTP/1.1, a length for bodies the client
 /// sized, chunks for those it did not, and no framing for a GET.
 #[tokio::test]

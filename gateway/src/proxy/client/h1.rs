@@ -106,6 +106,9 @@ pub(crate) struct ConnState {
     fields: Vec<(HeaderName, usize, usize)>,
     /// The field names of the last response head on this connection.
     names: NameCache,
+    /// An interim (1xx) head of the exchange under way has been read: the upstream has
+    /// answered, so a close now is no silent one (see [`HeadError::Silent`]).
+    interim: bool,
     /// The request's header map, emptied, to hold the response's headers: hyper keeps
     /// each response's map for the next request it parses, so one map goes round.
     spare: HeaderMap,
@@ -135,6 +138,7 @@ impl Conn {
             read_size: MIN_READ,
             fields: Vec::new(),
             names: NameCache::default(),
+            interim: false,
             spare: HeaderMap::new(),
             timer: None,
         }))
@@ -294,7 +298,8 @@ impl ConnState {
                     return Poll::Ready(Err(HeadError::Broken(ExchangeError::HeadTooLarge)));
                 }
             }
-            let nothing_yet = self.read.is_empty();
+            // `parse_head` may have taken an interim head off `read`.
+            let nothing_yet = self.read.is_empty() && !self.interim;
             match ready!(self.poll_fill(cx)) {
                 Ok(0) if nothing_yet => return Poll::Ready(Err(HeadError::Silent(None))),
                 Ok(0) => return Poll::Ready(Err(HeadError::Broken(ExchangeError::Closed))),
@@ -325,8 +330,11 @@ impl ConnState {
                 }
                 // Interim (100 Continue, 103 Early Hints): the final head follows.
                 self.read.advance(len);
+                self.interim = true;
                 continue;
             }
+            // The final head: the next exchange on this connection starts afresh.
+            self.interim = false;
             let status = StatusCode::from_u16(code)
                 .map_err(|_| ExchangeError::Malformed("invalid status code"))?;
             let version = match res.version {
@@ -453,8 +461,9 @@ pub(crate) struct Head {
 
 /// What reading a response head ended with, short of a head.
 pub(crate) enum HeadError {
-    /// The upstream closed or reset the connection without sending a byte: on a reused
-    /// connection, the sign of an idle timeout crossing the request.
+    /// The upstream closed or reset the connection without sending a byte (not even an
+    /// interim head): on a reused connection, the sign of an idle timeout crossing the
+    /// request.
     Silent(Option<io::Error>),
     /// Anything else.
     Broken(ExchangeError),
