@@ -916,11 +916,12 @@ fn put_field(w: &mut BytesMut, name: &[u8], value: &HeaderValue) {
     w.extend_from_slice(b"\r\n");
 }
 
-/// False for fields a trailer section must not carry (RFC 9110 6.5.1): framing,
-/// routing and connection fields, which the upstream might otherwise act on; the
-/// client-to-gateway hop's own (`Proxy-*`), stripped from the head; and the fields the
-/// gateway vouches for in the head (`X-Forwarded-*`, `Forwarded`, `X-Request-Id`), which
-/// an upstream merging trailers into headers would otherwise take from the client.
+/// False for fields a trailer section must not carry (RFC 9110 6.5.1), either way:
+/// framing, routing and connection fields, which the peer might otherwise act on (and
+/// which HTTP/2 forbids: RFC 9113 8.2.2); a hop's own (`Proxy-*`), stripped from the
+/// head; and the fields the gateway vouches for in the head (`X-Forwarded-*`,
+/// `Forwarded`, `X-Request-Id`), which a peer merging trailers into headers would
+/// otherwise take from the other side.
 fn trailer_allowed(name: &HeaderName) -> bool {
     use http::header::{FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     let n = name.as_str();
@@ -1271,7 +1272,11 @@ fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError
                         let name = HeaderName::from_bytes(f.name.as_bytes());
                         let value = HeaderValue::from_bytes(f.value);
                         if let (Ok(name), Ok(value)) = (name, value) {
-                            trailers.append(name, value);
+                            // Filtered as a request's are; an h2 client's stream would
+                            // be reset over a connection-specific field.
+                            if trailer_allowed(&name) {
+                                trailers.append(name, value);
+                            }
                         }
                     }
                     read.advance(used);
