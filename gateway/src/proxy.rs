@@ -359,6 +359,9 @@ fn dispatch(
     let (mut parts, body) = req.into_parts();
     // Origin-form (`/path?query`): the connection already names the endpoint.
     parts.uri = Uri::from(upstream_path(route, &parts.uri)?);
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;

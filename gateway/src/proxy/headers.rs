@@ -313,6 +313,24 @@ fn replace(
     value
 }
 
+/// Joins an HTTP/2 request's `cookie` fields into one, with "; " (RFC 9113 8.2.3): h2
+/// clients split them for compression, and HTTP/1.1 allows a single field.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut out = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        out.extend_from_slice(b"; ");
+        out.extend_from_slice(v.as_bytes());
+    }
+    // Valid values joined by "; " are a valid value.
+    if let Ok(joined) = HeaderValue::from_bytes(&out) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 /// All values of a header joined with ", " (a client may send it on several lines).
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
     let mut values = headers.get_all(name).iter();

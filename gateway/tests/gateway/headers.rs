@@ -230,6 +230,56 @@ async fn trailers_reach_an_http1_client_that_accepts_them() {
     assert_eq!(checksum.unwrap(), "abc", "the trailer was dropped");
 }
 
+/// An h2 client may send its cookies as several `cookie` fields (for compression);
+/// HTTP/1.1 allows one, and RFC 9113 8.2.3 has them joined with "; " on the way. An
+/// HTTP/1.1 client's fields go on as they came.
+#[tokio::test]
+async fn an_h2c_clients_cookie_fields_reach_the_upstream_as_one() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    let up = gateway_test_support::ScriptedUpstream::start(vec![
+        gateway_test_support::answer(OK),
+        gateway_test_support::answer(OK),
+        gateway_test_support::answer(OK),
+    ])
+    .await;
+    let config = format!(
+        "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
+        up.authority(),
+        route("all", "/", "up", "")
+    );
+    let gw = TestGateway::start_with_workers(&config, 1).await;
+    let two = [("cookie", "a=1"), ("x-a", "1"), ("cookie", "b=2")];
+    let r = Client::h2c()
+        .request(Method::GET, &gw.url("/two"), &two, "")
+        .await;
+    assert_eq!(r.status, 200);
+    let one = [("cookie", "a=1")];
+    let r = Client::h2c()
+        .request(Method::GET, &gw.url("/one"), &one, "")
+        .await;
+    assert_eq!(r.status, 200);
+    let r = Client::http1()
+        .request(Method::GET, &gw.url("/h1"), &two, "")
+        .await;
+    assert_eq!(r.status, 200);
+    let cookies = |head: &str| -> Vec<String> {
+        head.split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("cookie:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let heads = up.requests();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert_eq!(cookies(&heads[0]), ["cookie: a=1; b=2"], "{}", heads[0]);
+    assert_eq!(cookies(&heads[1]), ["cookie: a=1"], "{}", heads[1]);
+    assert_eq!(
+        cookies(&heads[2]),
+        ["cookie: a=1", "cookie: b=2"],
+        "{}",
+        heads[2]
+    );
+}
+
 /// An upstream's trailer section goes on without connection-specific fields, which
 /// HTTP/2 forbids (h2 would reset the stream, and the client lose the whole body's
 /// end), nor framing, routing or the gateway's own fields, as for request trailers.
