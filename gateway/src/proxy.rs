@@ -528,26 +528,52 @@ fn host_header(req: &Request<Incoming>) -> Result<(Option<HeaderValue>, bool), P
     Ok((None, false))
 }
 
-/// True when a path has a `.` or `..` segment, plain or percent-encoded.
+/// True when a path has a `.` or `..` segment, plain or percent-encoded, as any server
+/// behind the gateway may read it: one that drops `;` parameters (Tomcat reads
+/// `/..;/` as `/../`) or splits segments at `%2f`, `%5c` or `\` as well as `/`.
 fn has_dot_segment(path: &str) -> bool {
-    // One pass over a short path costs less than two `contains` searches.
+    // One pass over a short path costs less than two `contains` searches. Without a
+    // `.` (plain or `%2e`) nothing can become a dot segment, separators or not.
     if !path.bytes().any(|b| b == b'.' || b == b'%') {
         return false;
     }
-    path.split('/').any(is_dot_segment)
+    let b = path.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        match separator_len(&b[i..]) {
+            0 => i += 1,
+            n => {
+                if is_dot_segment(&b[start..i]) {
+                    return true;
+                }
+                i += n;
+                start = i;
+            }
+        }
+    }
+    is_dot_segment(&b[start..])
 }
 
-/// `.` or `..`, each dot written as `.` or `%2e` (any case); no allocation.
-fn is_dot_segment(seg: &str) -> bool {
-    let b = seg.as_bytes();
+/// The length of the segment separator `rest` starts with: `/`, `\`, `%2f` or `%5c`
+/// (any case); 0 for none.
+fn separator_len(rest: &[u8]) -> usize {
+    match rest {
+        [b'/' | b'\\', ..] => 1,
+        [b'%', b'2', c, ..] if c | 0x20 == b'f' => 3,
+        [b'%', b'5', c, ..] if c | 0x20 == b'c' => 3,
+        _ => 0,
+    }
+}
+
+/// `.` or `..`, each dot written as `.` or `%2e` (any case), up to any `;` parameters;
+/// no allocation.
+fn is_dot_segment(seg: &[u8]) -> bool {
     let (mut i, mut dots) = (0, 0);
-    while i < b.len() {
-        if b[i] == b'.' {
-            i += 1;
-        } else if b[i..].len() >= 3 && b[i] == b'%' && b[i + 1] == b'2' && b[i + 2] | 0x20 == b'e' {
-            i += 3;
-        } else {
-            return false;
+    while i < seg.len() && seg[i] != b';' {
+        match seg[i..] {
+            [b'.', ..] => i += 1,
+            [b'%', b'2', c, ..] if c | 0x20 == b'e' => i += 3,
+            _ => return false,
         }
         dots += 1;
     }
@@ -606,6 +632,35 @@ mod tests {
         assert!(!has_dot_segment("/a/...b"));
         assert!(!has_dot_segment("/a/.../b"));
         assert!(has_dot_segment("/a/.%2E/b"));
+        // Parameters dropped (`;` to the segment's end) and `%2f`, `%5c`, `\` taken
+        // for separators, as some servers behind the gateway do.
+        for path in [
+            "/order/..;/admin",
+            "/order/.;x/",
+            "/order/..;",
+            "/order/%2e%2e%2fadmin",
+            "/order/..%2Fadmin",
+            "/order/..%5cadmin",
+            "/order/..%5C",
+            "/order/..\\admin",
+            "/order\\.",
+            "%2e%2e",
+        ] {
+            assert!(has_dot_segment(path), "{path}");
+        }
+        for path in [
+            "/files/a%2Fb",
+            "/a;b/c",
+            "/a/;../b",
+            "/a/.x;/b",
+            "/a/...;/b",
+            "/a%2f...%5cb",
+            "/a/%2",
+            "/a/.%2",
+            "/a/%",
+        ] {
+            assert!(!has_dot_segment(path), "{path}");
+        }
     }
 
     /// What [`super::Handling`] relies on to write the answers of one batch together: on

@@ -252,7 +252,20 @@ async fn dot_segments_and_connect_are_refused_with_400() {
     .concat();
     let gw = TestGateway::start(&config).await;
     let c = Client::default();
-    for path in ["/order/../admin", "/order/%2e%2E/admin", "/order/./x"] {
+    // Also what becomes a dot segment to a server that drops `;` parameters (Tomcat's
+    // `..;/`) or splits at `%2f`, `%5c` or `\` (decoding first, or on Windows).
+    for path in [
+        "/order/../admin",
+        "/order/%2e%2E/admin",
+        "/order/./x",
+        "/order/..;/admin",
+        "/order/.;x/",
+        "/order/%2e%2e%2fadmin",
+        "/order/..%2Fadmin",
+        "/order/..%5cadmin",
+        "/order/.%5C",
+        "/order/..\\admin",
+    ] {
         let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
@@ -279,6 +292,12 @@ async fn dot_segments_and_connect_are_refused_with_400() {
         c.get(&gw.url("/order/v1.2/x")).await.json()["path"],
         "/v1.2/x"
     );
+    // Encoded slashes and parameters are no dot segments by themselves.
+    for path in ["/a%2Fb", "/a;b/c", "/v1.2;x/..x", "/...%2f"] {
+        let r = c.get(&gw.url(&format!("/order{path}"))).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.json()["path"], path);
+    }
 }
 
 #[tokio::test]
