@@ -322,7 +322,7 @@ fn dispatch(
         // `/order/../admin` must not match `/order` and reach another route's upstream.
         return Err(ProxyError::BadRequest("path contains `.` or `..` segments"));
     }
-    let (host_header, host_sent) = host_header(&req)?;
+    let (host_header, host_sent) = host_header(&req, peer.scheme)?;
     let host = host_header
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -506,12 +506,23 @@ fn classify(e: ClientError) -> ProxyError {
 /// The host the client asked for: the `Host` header, or an HTTP/2 request's
 /// `:authority`; and whether it came as a header (so it is already among the headers
 /// forwarded). HTTP/1.1 without one is malformed, and more than one is refused (RFC
-/// 9112 3.2): the gateway would route on one and the upstream might read the other.
-fn host_header(req: &Request<Incoming>) -> Result<(Option<HeaderValue>, bool), ProxyError> {
+/// 9112 3.2), as is an HTTP/2 Host that differs from `:authority` (RFC 9113 8.3.1):
+/// the gateway would route on one and the upstream might read the other.
+fn host_header(
+    req: &Request<Incoming>,
+    scheme: &str,
+) -> Result<(Option<HeaderValue>, bool), ProxyError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     if let Some(h) = hosts.next() {
         if hosts.next().is_some() {
             return Err(ProxyError::BadRequest("more than one Host header"));
+        }
+        if req.version() == Version::HTTP_2 {
+            if let Some(a) = req.uri().authority() {
+                if !same_authority(h.as_bytes(), a.as_str().as_bytes(), scheme) {
+                    return Err(ProxyError::BadRequest("Host differs from :authority"));
+                }
+            }
         }
         return Ok((Some(h.clone()), true));
     }
@@ -578,6 +589,30 @@ fn is_dot_segment(seg: &[u8]) -> bool {
         dots += 1;
     }
     matches!(dots, 1 | 2)
+}
+
+/// Whether two authorities name the same host and port, compared as RFC 9113 8.3.1
+/// asks of an intermediary: after scheme-based normalization (RFC 3986 6.2.3), so
+/// case aside and an empty or default port left out.
+fn same_authority(a: &[u8], b: &[u8], scheme: &str) -> bool {
+    let default: &[u8] = if scheme == "https" { b"443" } else { b"80" };
+    without_default_port(a, default).eq_ignore_ascii_case(without_default_port(b, default))
+}
+
+/// `authority` without its port when that is empty or `default`.
+fn without_default_port<'a>(authority: &'a [u8], default: &[u8]) -> &'a [u8] {
+    match authority.iter().rposition(|&b| b == b':') {
+        // A colon inside an IPv6 literal's brackets is not a port's.
+        Some(colon) if !authority[colon..].contains(&b']') => {
+            let port = &authority[colon + 1..];
+            if port.is_empty() || port == default {
+                &authority[..colon]
+            } else {
+                authority
+            }
+        }
+        _ => authority,
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -736,6 +771,38 @@ mod tests {
         assert!(response <= 192, "the response grew to {response} bytes");
         let body = size_of::<super::client::PooledBody>();
         assert!(body <= 64, "the response body grew to {body} bytes");
+    }
+
+    #[test]
+    fn authorities_compare_after_scheme_based_normalization() {
+        use super::same_authority;
+        for (a, b) in [
+            ("Shop.Example", "shop.example"),
+            ("shop.example:80", "shop.example"),
+            ("shop.example:", "shop.example:80"),
+            ("[::1]:80", "[::1]"),
+        ] {
+            assert!(
+                same_authority(a.as_bytes(), b.as_bytes(), "http"),
+                "{a} {b}"
+            );
+        }
+        for (a, b) in [
+            ("shop.example:8080", "shop.example"),
+            ("shop.example:443", "shop.example"),
+            ("evil.example", "shop.example"),
+            ("[::1]", "[::2]"),
+        ] {
+            assert!(
+                !same_authority(a.as_bytes(), b.as_bytes(), "http"),
+                "{a} {b}"
+            );
+        }
+        assert!(same_authority(
+            b"shop.example:443",
+            b"shop.example",
+            "https"
+        ));
     }
 
     #[test]
