@@ -68,13 +68,15 @@ impl ReloadStatus {
     }
 }
 
-/// Runs until every trigger sender is gone.
+/// Runs until every trigger sender is gone. `head_buffer` is the largest request head
+/// the running listener reads (`server::head_buffer`), fixed at startup.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut builder: Builder,
     mut registry: Registry,
     mut triggers: mpsc::Receiver<Trigger>,
     mut current: Arc<Config>,
+    head_buffer: usize,
 ) {
     let mut last_error: Option<String> = None;
     loop {
@@ -82,7 +84,7 @@ pub(crate) async fn run(
             trigger = triggers.recv() => {
                 let Some(trigger) = trigger else { return };
                 let name = trigger.name();
-                let report = reload(&shared, &mut builder, &mut registry, &mut current, &mut last_error, name);
+                let report = reload(&shared, &mut builder, &mut registry, &mut current, &mut last_error, name, head_buffer);
                 if let Trigger::Admin(reply) = trigger {
                     let _ = reply.send(report);
                 }
@@ -103,6 +105,7 @@ fn reload(
     current: &mut Arc<Config>,
     last_error: &mut Option<String>,
     trigger: &'static str,
+    head_buffer: usize,
 ) -> ReloadReport {
     let now = SystemTime::now();
     let generation = shared.snapshot.load().generation;
@@ -129,13 +132,16 @@ fn reload(
         }
         Ok(mut new) => {
             *last_error = None;
-            let restart_required = needs_restart(current, &new);
+            let restart_required = needs_restart(current, &new, head_buffer);
             for what in &restart_required {
                 tracing::warn!(trigger, "{what}: needs a restart; the running value stays");
             }
             // Fixed-for-life settings keep their running values.
             new.listen = current.listen;
             new.log.format = current.log.format;
+            if new.server.max_request_headers > head_buffer {
+                new.server.max_request_headers = current.server.max_request_headers;
+            }
             let changed = new != **current;
             let mut generation = generation;
             if changed {
@@ -170,7 +176,7 @@ fn reload(
     report
 }
 
-fn needs_restart(current: &Config, new: &Config) -> Vec<String> {
+fn needs_restart(current: &Config, new: &Config, head_buffer: usize) -> Vec<String> {
     let mut out = Vec::new();
     if new.listen.proxy != current.listen.proxy {
         out.push(format!(
@@ -188,6 +194,15 @@ fn needs_restart(current: &Config, new: &Config) -> Vec<String> {
         out.push(format!(
             "log.format changed from {:?} to {:?}",
             current.log.format, new.log.format
+        ));
+    }
+    // Up to the read buffer, a raised limit applies at once; past it, heads between
+    // the two would get hyper's bare 431.
+    if new.server.max_request_headers > head_buffer {
+        out.push(format!(
+            "server.max_request_headers raised to {} bytes, past the {} bytes the running \
+             listener reads a request head into (sized at startup)",
+            new.server.max_request_headers, head_buffer
         ));
     }
     out

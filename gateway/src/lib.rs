@@ -151,6 +151,7 @@ pub async fn run_with_workers(
         registry,
         trigger_rx,
         config.clone(),
+        server::head_buffer(config.server.max_request_headers),
     ));
 
     let (admin_stop, admin_stopped) = oneshot::channel::<()>();

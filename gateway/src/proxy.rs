@@ -313,11 +313,16 @@ fn dispatch(
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
+    // hyper decodes the chunks of `gzip, chunked` and leaves the gzip to the gateway,
+    // which cannot pass it on: the field is hop-by-hop.
+    if scan.fixed_hop_by_hop && !headers::TransferCodings::supported(req.headers()) {
+        return Err(ProxyError::UnsupportedTransferCoding);
+    }
     if has_dot_segment(req.uri().path()) {
         // `/order/../admin` must not match `/order` and reach another route's upstream.
         return Err(ProxyError::BadRequest("path contains `.` or `..` segments"));
     }
-    let (host_header, host_sent) = host_header(&req)?;
+    let (host_header, host_sent) = host_header(&req, peer.scheme)?;
     let host = host_header
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -354,6 +359,9 @@ fn dispatch(
     let (mut parts, body) = req.into_parts();
     // Origin-form (`/path?query`): the connection already names the endpoint.
     parts.uri = Uri::from(upstream_path(route, &parts.uri)?);
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
@@ -528,12 +536,23 @@ fn classify(e: ClientError) -> ProxyError {
 /// The host the client asked for: the `Host` header, or an HTTP/2 request's
 /// `:authority`; and whether it came as a header (so it is already among the headers
 /// forwarded). HTTP/1.1 without one is malformed, and more than one is refused (RFC
-/// 9112 3.2): the gateway would route on one and the upstream might read the other.
-fn host_header(req: &Request<Incoming>) -> Result<(Option<HeaderValue>, bool), ProxyError> {
+/// 9112 3.2), as is an HTTP/2 Host that differs from `:authority` (RFC 9113 8.3.1):
+/// the gateway would route on one and the upstream might read the other.
+fn host_header(
+    req: &Request<Incoming>,
+    scheme: &str,
+) -> Result<(Option<HeaderValue>, bool), ProxyError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     if let Some(h) = hosts.next() {
         if hosts.next().is_some() {
             return Err(ProxyError::BadRequest("more than one Host header"));
+        }
+        if req.version() == Version::HTTP_2 {
+            if let Some(a) = req.uri().authority() {
+                if !same_authority(h.as_bytes(), a.as_str().as_bytes(), scheme) {
+                    return Err(ProxyError::BadRequest("Host differs from :authority"));
+                }
+            }
         }
         return Ok((Some(h.clone()), true));
     }
@@ -550,30 +569,80 @@ fn host_header(req: &Request<Incoming>) -> Result<(Option<HeaderValue>, bool), P
     Ok((None, false))
 }
 
-/// True when a path has a `.` or `..` segment, plain or percent-encoded.
+/// True when a path has a `.` or `..` segment, plain or percent-encoded, as any server
+/// behind the gateway may read it: one that drops `;` parameters (Tomcat reads
+/// `/..;/` as `/../`) or splits segments at `%2f`, `%5c` or `\` as well as `/`.
 fn has_dot_segment(path: &str) -> bool {
-    // One pass over a short path costs less than two `contains` searches.
+    // One pass over a short path costs less than two `contains` searches. Without a
+    // `.` (plain or `%2e`) nothing can become a dot segment, separators or not.
     if !path.bytes().any(|b| b == b'.' || b == b'%') {
         return false;
     }
-    path.split('/').any(is_dot_segment)
+    let b = path.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        match separator_len(&b[i..]) {
+            0 => i += 1,
+            n => {
+                if is_dot_segment(&b[start..i]) {
+                    return true;
+                }
+                i += n;
+                start = i;
+            }
+        }
+    }
+    is_dot_segment(&b[start..])
 }
 
-/// `.` or `..`, each dot written as `.` or `%2e` (any case); no allocation.
-fn is_dot_segment(seg: &str) -> bool {
-    let b = seg.as_bytes();
+/// The length of the segment separator `rest` starts with: `/`, `\`, `%2f` or `%5c`
+/// (any case); 0 for none.
+fn separator_len(rest: &[u8]) -> usize {
+    match rest {
+        [b'/' | b'\\', ..] => 1,
+        [b'%', b'2', c, ..] if c | 0x20 == b'f' => 3,
+        [b'%', b'5', c, ..] if c | 0x20 == b'c' => 3,
+        _ => 0,
+    }
+}
+
+/// `.` or `..`, each dot written as `.` or `%2e` (any case), up to any `;` parameters;
+/// no allocation.
+fn is_dot_segment(seg: &[u8]) -> bool {
     let (mut i, mut dots) = (0, 0);
-    while i < b.len() {
-        if b[i] == b'.' {
-            i += 1;
-        } else if b[i..].len() >= 3 && b[i] == b'%' && b[i + 1] == b'2' && b[i + 2] | 0x20 == b'e' {
-            i += 3;
-        } else {
-            return false;
+    while i < seg.len() && seg[i] != b';' {
+        match seg[i..] {
+            [b'.', ..] => i += 1,
+            [b'%', b'2', c, ..] if c | 0x20 == b'e' => i += 3,
+            _ => return false,
         }
         dots += 1;
     }
     matches!(dots, 1 | 2)
+}
+
+/// Whether two authorities name the same host and port, compared as RFC 9113 8.3.1
+/// asks of an intermediary: after scheme-based normalization (RFC 3986 6.2.3), so
+/// case aside and an empty or default port left out.
+fn same_authority(a: &[u8], b: &[u8], scheme: &str) -> bool {
+    let default: &[u8] = if scheme == "https" { b"443" } else { b"80" };
+    without_default_port(a, default).eq_ignore_ascii_case(without_default_port(b, default))
+}
+
+/// `authority` without its port when that is empty or `default`.
+fn without_default_port<'a>(authority: &'a [u8], default: &[u8]) -> &'a [u8] {
+    match authority.iter().rposition(|&b| b == b':') {
+        // A colon inside an IPv6 literal's brackets is not a port's.
+        Some(colon) if !authority[colon..].contains(&b']') => {
+            let port = &authority[colon + 1..];
+            if port.is_empty() || port == default {
+                &authority[..colon]
+            } else {
+                authority
+            }
+        }
+        _ => authority,
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -628,6 +697,35 @@ mod tests {
         assert!(!has_dot_segment("/a/...b"));
         assert!(!has_dot_segment("/a/.../b"));
         assert!(has_dot_segment("/a/.%2E/b"));
+        // Parameters dropped (`;` to the segment's end) and `%2f`, `%5c`, `\` taken
+        // for separators, as some servers behind the gateway do.
+        for path in [
+            "/order/..;/admin",
+            "/order/.;x/",
+            "/order/..;",
+            "/order/%2e%2e%2fadmin",
+            "/order/..%2Fadmin",
+            "/order/..%5cadmin",
+            "/order/..%5C",
+            "/order/..\\admin",
+            "/order\\.",
+            "%2e%2e",
+        ] {
+            assert!(has_dot_segment(path), "{path}");
+        }
+        for path in [
+            "/files/a%2Fb",
+            "/a;b/c",
+            "/a/;../b",
+            "/a/.x;/b",
+            "/a/...;/b",
+            "/a%2f...%5cb",
+            "/a/%2",
+            "/a/.%2",
+            "/a/%",
+        ] {
+            assert!(!has_dot_segment(path), "{path}");
+        }
     }
 
     /// What [`super::Handling`] relies on to write the answers of one batch together: on
@@ -703,6 +801,38 @@ mod tests {
         assert!(response <= 192, "the response grew to {response} bytes");
         let body = size_of::<super::client::PooledBody>();
         assert!(body <= 64, "the response body grew to {body} bytes");
+    }
+
+    #[test]
+    fn authorities_compare_after_scheme_based_normalization() {
+        use super::same_authority;
+        for (a, b) in [
+            ("Shop.Example", "shop.example"),
+            ("shop.example:80", "shop.example"),
+            ("shop.example:", "shop.example:80"),
+            ("[::1]:80", "[::1]"),
+        ] {
+            assert!(
+                same_authority(a.as_bytes(), b.as_bytes(), "http"),
+                "{a} {b}"
+            );
+        }
+        for (a, b) in [
+            ("shop.example:8080", "shop.example"),
+            ("shop.example:443", "shop.example"),
+            ("evil.example", "shop.example"),
+            ("[::1]", "[::2]"),
+        ] {
+            assert!(
+                !same_authority(a.as_bytes(), b.as_bytes(), "http"),
+                "{a} {b}"
+            );
+        }
+        assert!(same_authority(
+            b"shop.example:443",
+            b"shop.example",
+            "https"
+        ));
     }
 
     #[test]

@@ -28,10 +28,15 @@ mod workers;
 /// than spinning on the error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// The read buffer for request heads, sized once from `max_request_headers` at
+/// startup: the gateway answers 431 itself up to 4x its limit; beyond that hyper's own
+/// bare 431 protects the buffer. So a reload may raise the limit up to this size only.
+pub(crate) fn head_buffer(max_headers: usize) -> usize {
+    (max_headers.saturating_mul(4)).max(64 * 1024)
+}
+
 fn protocols(max_headers: usize) -> Protocols {
-    // The gateway answers 431 itself up to 4x its limit; beyond that hyper's own bare
-    // 431 protects the read buffer.
-    let buffer = (max_headers.saturating_mul(4)).max(64 * 1024);
+    let buffer = head_buffer(max_headers);
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())

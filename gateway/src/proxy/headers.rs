@@ -32,7 +32,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 pub struct Scan {
     pub(crate) connection: bool,
     pub(crate) content_length: bool,
-    fixed_hop_by_hop: bool,
+    pub(crate) fixed_hop_by_hop: bool,
     proxy_prefixed: bool,
     pub(crate) expect: bool,
     forwarded: bool,
@@ -74,6 +74,45 @@ impl Scan {
             }
         }
         s
+    }
+}
+
+/// The transfer codings of a message, over all its `Transfer-Encoding` fields. The
+/// gateway decodes `chunked` only, and the field is hop-by-hop: a message with any
+/// other coding would go on undecoded and unannounced, so only exactly one `chunked`
+/// is accepted, from a client or from an upstream.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TransferCodings {
+    chunked: u8,
+    other: bool,
+}
+
+impl TransferCodings {
+    /// Adds one field's list (empty elements are allowed, and skipped: RFC 9110 5.6.1).
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked = self.chunked.saturating_add(1);
+            } else {
+                self.other |= !coding.is_empty();
+            }
+        }
+    }
+
+    /// True when the codings are exactly one `chunked`.
+    pub(crate) fn is_chunked(&self) -> bool {
+        self.chunked == 1 && !self.other
+    }
+
+    /// True when `headers` have no `Transfer-Encoding`, or exactly `chunked`.
+    pub(crate) fn supported(headers: &HeaderMap) -> bool {
+        let mut codings = TransferCodings::default();
+        let mut any = false;
+        for value in headers.get_all(header::TRANSFER_ENCODING) {
+            any = true;
+            codings.add(value.as_bytes());
+        }
+        !any || codings.is_chunked()
     }
 }
 
@@ -272,6 +311,24 @@ fn replace(
         headers.remove(name);
     }
     value
+}
+
+/// Joins an HTTP/2 request's `cookie` fields into one, with "; " (RFC 9113 8.2.3): h2
+/// clients split them for compression, and HTTP/1.1 allows a single field.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut out = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        out.extend_from_slice(b"; ");
+        out.extend_from_slice(v.as_bytes());
+    }
+    // Valid values joined by "; " are a valid value.
+    if let Ok(joined) = HeaderValue::from_bytes(&out) {
+        headers.insert(header::COOKIE, joined);
+    }
 }
 
 /// All values of a header joined with ", " (a client may send it on several lines).

@@ -59,6 +59,10 @@ pub enum ProxyError {
     /// Reading the request body from the client failed midway.
     #[error("the client's request body was cut off")]
     ClientAborted(#[source] super::client::ClientError),
+    /// The request's `Transfer-Encoding` is not exactly `chunked`: the gateway could
+    /// not decode the rest (RFC 9112 6.1 answers 501).
+    #[error("transfer codings other than chunked are not supported")]
+    UnsupportedTransferCoding,
 }
 
 impl ProxyError {
@@ -75,6 +79,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::ClientAborted(_) => "client_aborted",
             ProxyError::ClientTimeout => "client_timeout",
+            ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
         }
     }
 
@@ -91,6 +96,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -105,7 +111,8 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::ClientAborted(_)
-            | ProxyError::ClientTimeout => Blame::Client,
+            | ProxyError::ClientTimeout
+            | ProxyError::UnsupportedTransferCoding => Blame::Client,
         }
     }
 
@@ -120,7 +127,8 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::ClientAborted(_)
-            | ProxyError::ClientTimeout => false,
+            | ProxyError::ClientTimeout
+            | ProxyError::UnsupportedTransferCoding => false,
         }
     }
 }

@@ -205,6 +205,101 @@ async fn two_host_headers_are_a_json_400() {
     assert_eq!(hits, 0);
 }
 
+/// hyper takes a request whose last transfer coding is `chunked` and decodes the
+/// chunks; the gateway would pass the rest on undecoded, and unannounced, since
+/// `Transfer-Encoding` is hop-by-hop. RFC 9112 6.1: a coding the server does not
+/// understand is a 501.
+#[tokio::test]
+async fn a_request_with_a_transfer_coding_other_than_chunked_gets_501() {
+    for codings in [
+        "transfer-encoding: gzip, chunked\r\n",
+        "transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n",
+        "transfer-encoding: chunked, chunked\r\n",
+    ] {
+        let request = format!(
+            "POST /x HTTP/1.1\r\nhost: x\r\n{codings}connection: close\r\n\r\n\
+             3\r\nabc\r\n0\r\n\r\n"
+        );
+        let (out, hits) = raw_answer(request.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 501"), "{codings}: {out}");
+        assert!(
+            out.contains("x-gateway-error: unsupported_transfer_coding"),
+            "{codings}: {out}"
+        );
+        assert!(
+            out.contains("\"error\":\"unsupported_transfer_coding\""),
+            "{codings}: {out}"
+        );
+        assert_eq!(hits, 0, "{codings}");
+    }
+    // Plain `chunked` goes through.
+    let (out, hits) = raw_answer(
+        b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(hits, 1);
+}
+
+/// The status and `x-gateway-error` of an HTTP/2 GET of `uri` (its authority becomes
+/// `:authority`) with `host` as a Host field as well.
+async fn h2_get(gw: &TestGateway, uri: &str, host: &str) -> (u16, String) {
+    use gateway_test_support::empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = within(
+        "the HTTP/2 handshake",
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(uri)
+        .header("host", host)
+        .body(empty())
+        .unwrap();
+    let r = within("an HTTP/2 response", send.send_request(req))
+        .await
+        .unwrap();
+    let kind = r
+        .headers()
+        .get("x-gateway-error")
+        .map_or("", |v| v.to_str().unwrap())
+        .to_owned();
+    (r.status().as_u16(), kind)
+}
+
+/// An HTTP/2 request with a Host field that names another host than its `:authority`
+/// is malformed (RFC 9113 8.3.1): the gateway would route on one while the upstream
+/// might read the other. Both compared as an intermediary must: case aside, and the
+/// scheme's default port aside.
+#[tokio::test]
+async fn an_http2_host_that_differs_from_the_authority_is_a_400() {
+    let up = FakeUpstream::start("up").await;
+    let config = [upstream("up", &[&up], ""), route("all", "/", "up", "")].concat();
+    let gw = TestGateway::start(&config).await;
+    for (uri, host) in [
+        ("http://shop.example/x", "evil.example"),
+        ("http://shop.example/x", "shop.example:8080"),
+        ("http://shop.example:8080/x", "shop.example"),
+    ] {
+        let got = h2_get(&gw, uri, host).await;
+        assert_eq!(got, (400, "bad_request".to_owned()), "{uri} with {host}");
+    }
+    assert_eq!(up.hits(), 0);
+    for (uri, host) in [
+        ("http://shop.example/x", "shop.example"),
+        ("http://Shop.Example/x", "shop.EXAMPLE"),
+        ("http://shop.example/x", "shop.example:80"),
+        ("http://shop.example:80/x", "shop.example"),
+        ("http://[::1]/x", "[::1]:80"),
+    ] {
+        let got = h2_get(&gw, uri, host).await;
+        assert_eq!(got, (200, String::new()), "{uri} with {host}");
+    }
+}
+
 #[tokio::test]
 async fn dot_segments_and_connect_are_refused_with_400() {
     let up = FakeUpstream::start("up").await;
@@ -215,7 +310,20 @@ async fn dot_segments_and_connect_are_refused_with_400() {
     .concat();
     let gw = TestGateway::start(&config).await;
     let c = Client::default();
-    for path in ["/order/../admin", "/order/%2e%2E/admin", "/order/./x"] {
+    // Also what becomes a dot segment to a server that drops `;` parameters (Tomcat's
+    // `..;/`) or splits at `%2f`, `%5c` or `\` (decoding first, or on Windows).
+    for path in [
+        "/order/../admin",
+        "/order/%2e%2E/admin",
+        "/order/./x",
+        "/order/..;/admin",
+        "/order/.;x/",
+        "/order/%2e%2e%2fadmin",
+        "/order/..%2Fadmin",
+        "/order/..%5cadmin",
+        "/order/.%5C",
+        "/order/..\\admin",
+    ] {
         let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
@@ -242,6 +350,12 @@ async fn dot_segments_and_connect_are_refused_with_400() {
         c.get(&gw.url("/order/v1.2/x")).await.json()["path"],
         "/v1.2/x"
     );
+    // Encoded slashes and parameters are no dot segments by themselves.
+    for path in ["/a%2Fb", "/a;b/c", "/v1.2;x/..x", "/...%2f"] {
+        let r = c.get(&gw.url(&format!("/order{path}"))).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.json()["path"], path);
+    }
 }
 
 #[tokio::test]

@@ -230,6 +230,91 @@ async fn trailers_reach_an_http1_client_that_accepts_them() {
     assert_eq!(checksum.unwrap(), "abc", "the trailer was dropped");
 }
 
+/// An h2 client may send its cookies as several `cookie` fields (for compression);
+/// HTTP/1.1 allows one, and RFC 9113 8.2.3 has them joined with "; " on the way. An
+/// HTTP/1.1 client's fields go on as they came.
+#[tokio::test]
+async fn an_h2c_clients_cookie_fields_reach_the_upstream_as_one() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    let up = gateway_test_support::ScriptedUpstream::start(vec![
+        gateway_test_support::answer(OK),
+        gateway_test_support::answer(OK),
+        gateway_test_support::answer(OK),
+    ])
+    .await;
+    let config = format!(
+        "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
+        up.authority(),
+        route("all", "/", "up", "")
+    );
+    let gw = TestGateway::start_with_workers(&config, 1).await;
+    let two = [("cookie", "a=1"), ("x-a", "1"), ("cookie", "b=2")];
+    let r = Client::h2c()
+        .request(Method::GET, &gw.url("/two"), &two, "")
+        .await;
+    assert_eq!(r.status, 200);
+    let one = [("cookie", "a=1")];
+    let r = Client::h2c()
+        .request(Method::GET, &gw.url("/one"), &one, "")
+        .await;
+    assert_eq!(r.status, 200);
+    let r = Client::http1()
+        .request(Method::GET, &gw.url("/h1"), &two, "")
+        .await;
+    assert_eq!(r.status, 200);
+    let cookies = |head: &str| -> Vec<String> {
+        head.split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("cookie:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let heads = up.requests();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert_eq!(cookies(&heads[0]), ["cookie: a=1; b=2"], "{}", heads[0]);
+    assert_eq!(cookies(&heads[1]), ["cookie: a=1"], "{}", heads[1]);
+    assert_eq!(
+        cookies(&heads[2]),
+        ["cookie: a=1", "cookie: b=2"],
+        "{}",
+        heads[2]
+    );
+}
+
+/// An upstream's trailer section goes on without connection-specific fields, which
+/// HTTP/2 forbids (h2 would reset the stream, and the client lose the whole body's
+/// end), nor framing, routing or the gateway's own fields, as for request trailers.
+#[tokio::test]
+async fn response_trailers_reach_an_h2c_client_without_connection_fields() {
+    let up = gateway_test_support::ScriptedUpstream::start(vec![gateway_test_support::answer(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+          5\r\nhello\r\n0\r\nx-checksum: abc\r\nconnection: x-checksum\r\n\
+          keep-alive: timeout=5\r\nproxy-connection: close\r\ntransfer-encoding: chunked\r\n\
+          upgrade: h2c\r\nte: gzip\r\ncontent-length: 5\r\nx-request-id: spoofed\r\n\r\n",
+    )])
+    .await;
+    let config = format!(
+        "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
+        up.authority(),
+        route("all", "/", "up", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let response = Client::h2c()
+        .send_streaming(
+            Request::get(gw.url("/t"))
+                .body(gateway_test_support::empty())
+                .unwrap(),
+        )
+        .await;
+    let body = within("body", response.into_body().collect())
+        .await
+        .expect("the stream ends cleanly");
+    let trailers = body.trailers().cloned().expect("trailers");
+    assert_eq!(body.to_bytes(), "hello");
+    let names: Vec<&str> = trailers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-checksum"], "{trailers:?}");
+    assert_eq!(trailers["x-checksum"], "abc");
+}
+
 /// The upstream gets `Host` as the first field when the gateway supplies it (an
 /// HTTP/1.0 request without one, an HTTP/2 request's `:authority`, a Host the client
 /// named in `Connection`), as RFC 9112 3.2 asks of a client; and the client's own

@@ -2,6 +2,7 @@
 //! requests in flight finish on their snapshot, listener changes flagged.
 
 use gateway_test_support::{eventually, within, Client, FakeUpstream, TestGateway};
+use http::Method;
 
 use crate::{route, upstream};
 
@@ -144,6 +145,60 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
         200,
         "still serving on the old port"
     );
+}
+
+/// hyper's read buffer for request heads is sized once, from `max_request_headers` at
+/// startup: a reload may raise the limit within that buffer, but not past it (heads
+/// between the two would get hyper's bare 431). That needs a restart, reported as
+/// `[listen]` changes are, and the running limit stays.
+#[tokio::test]
+async fn max_request_headers_raised_past_the_listeners_buffer_needs_a_restart() {
+    let a = FakeUpstream::start("a").await;
+    let body = [upstream("a", &[&a], ""), route("a", "/a", "a", "")].concat();
+    // The default 16 KiB: the listener reads heads into 64 KiB.
+    let gw = TestGateway::start(&body).await;
+    let c = Client::default();
+    let with_header = |len: usize| {
+        let (c, url) = (c.clone(), gw.url("/a"));
+        async move {
+            let big = "x".repeat(len);
+            c.request(Method::GET, &url, &[("x-big", &big)], "").await
+        }
+    };
+    assert_eq!(with_header(20_000).await.status, 431);
+
+    // Within the buffer: applied at once.
+    gw.write_config(&format!(
+        "[server]\nmax_request_headers = \"32KiB\"\n{body}"
+    ));
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["restart_required"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(with_header(20_000).await.status, 200);
+
+    // Past it: reported, and 32 KiB stays.
+    gw.write_config(&format!(
+        "[server]\nmax_request_headers = \"128KiB\"\n{body}"
+    ));
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 200, "{report}");
+    let restart = report["restart_required"].as_array().unwrap();
+    assert_eq!(restart.len(), 1, "{report}");
+    assert!(
+        restart[0]
+            .as_str()
+            .unwrap()
+            .contains("server.max_request_headers"),
+        "{report}"
+    );
+    let r = with_header(40_000).await;
+    assert_eq!(r.status, 431);
+    assert_eq!(r.header("x-gateway-error"), "headers_too_large");
+    assert_eq!(with_header(20_000).await.status, 200);
 }
 
 #[tokio::test]

@@ -106,6 +106,31 @@ async fn a_length_delimited_response_reuses_its_connection() {
     assert_eq!(up.connections(), 1);
 }
 
+/// `Content-Length: 5, 5` (or the field twice) is one length said twice: accepted,
+/// and forwarded as a single value (RFC 9110 8.6), since a client may refuse the list.
+#[tokio::test]
+async fn a_content_length_said_twice_is_forwarded_once() {
+    let (_up, gw) = scripted(vec![
+        answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello"),
+        answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+    ])
+    .await;
+    for _ in 0..2 {
+        let out = raw(
+            &gw,
+            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let lengths: Vec<&str> = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths, ["content-length: 5"], "{out}");
+        assert_eq!(body, "hello", "{out}");
+    }
+}
+
 #[tokio::test]
 async fn a_response_delimited_by_close_is_read_to_the_close_and_its_connection_not_reused() {
     let (up, gw) = scripted(vec![
@@ -241,6 +266,26 @@ async fn malformed_response_heads_are_a_json_502() {
             "101 unasked",
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n".to_vec(),
         ),
+        (
+            "a coding before chunked",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "a coding before chunked, in two fields",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n\
+              2\r\nab\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "chunked twice",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "a coding after chunked",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\nab".to_vec(),
+        ),
         ("head too large", too_large),
         ("too many fields", too_many),
         ("cut head", b"HTTP/1.1 200 OK\r\ncontent-len".to_vec()),
@@ -335,6 +380,33 @@ async fn a_request_the_upstream_closed_under_goes_again_only_when_repeatable() {
     let requests = up.requests();
     assert_eq!(
         requests.iter().filter(|r| r.starts_with("POST")).count(),
+        1,
+        "sent once: {requests:?}"
+    );
+}
+
+/// An interim answer is an answer: a close after `103 Early Hints` is not the silent
+/// close of the keep-alive race, and the request does not go again (the upstream has
+/// seen it and started on it).
+#[tokio::test]
+async fn a_close_after_an_interim_answer_is_not_replayed() {
+    let (up, gw) = scripted(vec![
+        answer(OK_SHORT),
+        answer_then_close(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/warm")).await.body, "ok");
+    let r = c.get(&gw.url("/hinted")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"], "upstream_failed");
+    let requests = up.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET /hinted"))
+            .count(),
         1,
         "sent once: {requests:?}"
     );

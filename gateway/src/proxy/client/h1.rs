@@ -9,9 +9,10 @@
 //! are slices of the bytes read, with no copy.
 //!
 //! What the framing follows (RFC 9112 6.3): no body for HEAD, 1xx, 204 and 304;
-//! `Transfer-Encoding` ending in `chunked` before `Content-Length` (and then no reuse);
-//! several differing `Content-Length`s, `Transfer-Encoding` in an HTTP/1.0 response
-//! and bad chunk sizes are errors; otherwise the body runs to the connection's close.
+//! `Transfer-Encoding: chunked` before `Content-Length` (and then no reuse); several
+//! differing `Content-Length`s, any transfer coding but one `chunked` (the gateway
+//! decodes no other), `Transfer-Encoding` in an HTTP/1.0 response and bad chunk sizes
+//! are errors; otherwise the body runs to the connection's close.
 //! Interim 1xx answers are skipped (the gateway never asks for an upgrade, so a 101
 //! is an error). A connection goes back to the pool only after an exchange that ended
 //! cleanly on both sides, with keep-alive, and nothing left over.
@@ -38,7 +39,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::PoolInner;
 use crate::proxy::body::{BodyError, LimitedBody};
-use crate::proxy::headers::{self, Added};
+use crate::proxy::headers::{self, Added, TransferCodings};
 
 /// Most header fields accepted in a response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -109,6 +110,9 @@ pub(crate) struct ConnState {
     fields: Vec<(HeaderName, usize, usize)>,
     /// The field names of the last response head on this connection.
     names: NameCache,
+    /// An interim (1xx) head of the exchange under way has been read: the upstream has
+    /// answered, so a close now is no silent one (see [`HeadError::Silent`]).
+    interim: bool,
     /// The request's header map, emptied, to hold the response's headers: hyper keeps
     /// each response's map for the next request it parses, so one map goes round.
     spare: HeaderMap,
@@ -141,6 +145,7 @@ impl Conn {
             read_size: MIN_READ,
             fields: Vec::new(),
             names: NameCache::default(),
+            interim: false,
             spare: HeaderMap::new(),
             timer: None,
             silent_until: None,
@@ -301,7 +306,8 @@ impl ConnState {
                     return Poll::Ready(Err(HeadError::Broken(ExchangeError::HeadTooLarge)));
                 }
             }
-            let nothing_yet = self.read.is_empty();
+            // `parse_head` may have taken an interim head off `read`.
+            let nothing_yet = self.read.is_empty() && !self.interim;
             match ready!(self.poll_fill(cx)) {
                 Ok(0) if nothing_yet => return Poll::Ready(Err(HeadError::Silent(None))),
                 Ok(0) => return Poll::Ready(Err(HeadError::Broken(ExchangeError::Closed))),
@@ -332,8 +338,11 @@ impl ConnState {
                 }
                 // Interim (100 Continue, 103 Early Hints): the final head follows.
                 self.read.advance(len);
+                self.interim = true;
                 continue;
             }
+            // The final head: the next exchange on this connection starts afresh.
+            self.interim = false;
             let status = StatusCode::from_u16(code)
                 .map_err(|_| ExchangeError::Malformed("invalid status code"))?;
             let version = match res.version {
@@ -372,6 +381,10 @@ impl ConnState {
             if meta.transfer_encoding && meta.content_length.is_some() {
                 // The chunks delimit it; a length forwarded along would contradict them.
                 headers.remove(CONTENT_LENGTH);
+            } else if let Some(n) = meta.content_length.filter(|_| meta.length_repeated) {
+                // RFC 9110 8.6: a recipient may replace the list by one value, and one
+                // is all a client downstream can be counted on to accept.
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
             let mut response = Response::new(());
             *response.status_mut() = status;
@@ -456,8 +469,9 @@ pub(crate) struct Head {
 
 /// What reading a response head ended with, short of a head.
 pub(crate) enum HeadError {
-    /// The upstream closed or reset the connection without sending a byte: on a reused
-    /// connection, the sign of an idle timeout crossing the request.
+    /// The upstream closed or reset the connection without sending a byte (not even an
+    /// interim head): on a reused connection, the sign of an idle timeout crossing the
+    /// request.
     Silent(Option<io::Error>),
     /// Anything else.
     Broken(ExchangeError),
@@ -477,8 +491,10 @@ impl HeadError {
 #[derive(Default)]
 struct HeadMeta {
     content_length: Option<u64>,
+    /// The length came as a list (`5, 5`, or the field twice): forwarded as one value.
+    length_repeated: bool,
     transfer_encoding: bool,
-    chunked_last: bool,
+    codings: TransferCodings,
     close: bool,
     keep_alive: bool,
     /// A `Connection` field names other fields, which are hop-by-hop as well.
@@ -491,16 +507,18 @@ impl HeadMeta {
             for part in value.split(|&b| b == b',') {
                 let n = parse_u64(part.trim_ascii())
                     .ok_or(ExchangeError::Malformed("invalid Content-Length"))?;
-                if self.content_length.is_some_and(|m| m != n) {
-                    return Err(ExchangeError::Malformed("conflicting Content-Length"));
+                if let Some(m) = self.content_length {
+                    if m != n {
+                        return Err(ExchangeError::Malformed("conflicting Content-Length"));
+                    }
+                    self.length_repeated = true;
                 }
                 self.content_length = Some(n);
             }
         } else if *name == http::header::TRANSFER_ENCODING {
             self.transfer_encoding = true;
-            // Each field continues the list: only the last coding of the last one counts.
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            // Each field continues the list.
+            self.codings.add(value);
         } else if *name == CONNECTION {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -536,13 +554,15 @@ impl HeadMeta {
                     "Transfer-Encoding in an HTTP/1.0 response",
                 ));
             }
+            // Another coding would reach the client undecoded, with nothing to say so
+            // (the field is hop-by-hop).
+            if !self.codings.is_chunked() {
+                return Err(ExchangeError::Malformed("unsupported Transfer-Encoding"));
+            }
             // With Content-Length too, the message may have been smuggled: read it by
             // its chunks and do not trust the connection after it.
             keep_alive &= self.content_length.is_none();
-            if self.chunked_last {
-                return Ok((Framing::Chunked(Chunk::Size), keep_alive));
-            }
-            return Ok((Framing::UntilClose, false));
+            return Ok((Framing::Chunked(Chunk::Size), keep_alive));
         }
         match self.content_length {
             Some(0) => Ok((Framing::Done, keep_alive)),
@@ -921,11 +941,12 @@ fn put_field(w: &mut BytesMut, name: &[u8], value: &HeaderValue) {
     w.extend_from_slice(b"\r\n");
 }
 
-/// False for fields a trailer section must not carry (RFC 9110 6.5.1): framing,
-/// routing and connection fields, which the upstream might otherwise act on; the
-/// client-to-gateway hop's own (`Proxy-*`), stripped from the head; and the fields the
-/// gateway vouches for in the head (`X-Forwarded-*`, `Forwarded`, `X-Request-Id`), which
-/// an upstream merging trailers into headers would otherwise take from the client.
+/// False for fields a trailer section must not carry (RFC 9110 6.5.1), either way:
+/// framing, routing and connection fields, which the peer might otherwise act on (and
+/// which HTTP/2 forbids: RFC 9113 8.2.2); a hop's own (`Proxy-*`), stripped from the
+/// head; and the fields the gateway vouches for in the head (`X-Forwarded-*`,
+/// `Forwarded`, `X-Request-Id`), which a peer merging trailers into headers would
+/// otherwise take from the other side.
 fn trailer_allowed(name: &HeaderName) -> bool {
     use http::header::{FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     let n = name.as_str();
@@ -1308,7 +1329,11 @@ fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError
                         let name = HeaderName::from_bytes(f.name.as_bytes());
                         let value = HeaderValue::from_bytes(f.value);
                         if let (Ok(name), Ok(value)) = (name, value) {
-                            trailers.append(name, value);
+                            // Filtered as a request's are; an h2 client's stream would
+                            // be reset over a connection-specific field.
+                            if trailer_allowed(&name) {
+                                trailers.append(name, value);
+                            }
                         }
                     }
                     read.advance(used);
@@ -1386,9 +1411,21 @@ mod tests {
             (&[("content-length", "5")], get(), 304, v11, "Done keep_alive=true"),
             (&[], get(), 204, v11, "Done keep_alive=true"),
             (&[], get(), 200, v11, "UntilClose keep_alive=false"),
-            (&[("transfer-encoding", "gzip, chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
-            (&[("transfer-encoding", "gzip"), ("transfer-encoding", "Chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
-            (&[("transfer-encoding", "chunked, gzip")], get(), 200, v11, "UntilClose keep_alive=false"),
+            (&[("transfer-encoding", "Chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            (&[("transfer-encoding", " , chunked ,")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            (&[("transfer-encoding", ""), ("transfer-encoding", "chunked")], get(), 200, v11, "Chunked(Size) keep_alive=true"),
+            // The gateway decodes `chunked` only; any other coding would reach the
+            // client undecoded, its Transfer-Encoding (hop-by-hop) gone.
+            (&[("transfer-encoding", "gzip, chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "gzip"), ("transfer-encoding", "Chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked, gzip")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked, chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "gzip")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            (&[("transfer-encoding", "chunked;x=1")], get(), 200, v11, "error: the upstream sent a malformed response: unsupported Transfer-Encoding"),
+            // No body to decode: the codings do not matter.
+            (&[("transfer-encoding", "gzip, chunked")], Method::HEAD, 200, v11, "Done keep_alive=true"),
             (&[("transfer-encoding", "chunked"), ("content-length", "3")], get(), 200, v11, "Chunked(Size) keep_alive=false"),
             (&[("transfer-encoding", "chunked")], get(), 200, Version::HTTP_10, "error: the upstream sent a malformed response: Transfer-Encoding in an HTTP/1.0 response"),
             (&[("content-length", "1")], get(), 200, Version::HTTP_10, "Length(1) keep_alive=false"),
