@@ -1,6 +1,6 @@
 //! Header hygiene: hop-by-hop removal both ways, X-Forwarded-*, X-Request-Id.
 
-use gateway_test_support::{within, Client, FakeUpstream, TestGateway};
+use gateway_test_support::{within, Client, FakeUpstream, ScriptedUpstream, TestGateway};
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -230,24 +230,26 @@ async fn trailers_reach_an_http1_client_that_accepts_them() {
     assert_eq!(checksum.unwrap(), "abc", "the trailer was dropped");
 }
 
-/// An h2 client may send its cookies as several `cookie` fields (for compression);
-/// HTTP/1.1 allows one, and RFC 9113 8.2.3 has them joined with "; " on the way. An
-/// HTTP/1.1 client's fields go on as they came.
-#[tokio::test]
-async fn an_h2c_clients_cookie_fields_reach_the_upstream_as_one() {
+/// A gateway (one worker) with one route `/` to a scripted upstream that answers
+/// `n` requests with an empty 200, and records the heads it got.
+async fn behind_empty_answers(n: usize) -> (ScriptedUpstream, TestGateway) {
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-    let up = gateway_test_support::ScriptedUpstream::start(vec![
-        gateway_test_support::answer(OK),
-        gateway_test_support::answer(OK),
-        gateway_test_support::answer(OK),
-    ])
-    .await;
+    let up = ScriptedUpstream::start(vec![gateway_test_support::answer(OK); n]).await;
     let config = format!(
         "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
         up.authority(),
         route("all", "/", "up", "")
     );
     let gw = TestGateway::start_with_workers(&config, 1).await;
+    (up, gw)
+}
+
+/// An h2 client may send its cookies as several `cookie` fields (for compression);
+/// HTTP/1.1 allows one, and RFC 9113 8.2.3 has them joined with "; " on the way. An
+/// HTTP/1.1 client's fields go on as they came.
+#[tokio::test]
+async fn an_h2c_clients_cookie_fields_reach_the_upstream_as_one() {
+    let (up, gw) = behind_empty_answers(3).await;
     let two = [("cookie", "a=1"), ("x-a", "1"), ("cookie", "b=2")];
     let r = Client::h2c()
         .request(Method::GET, &gw.url("/two"), &two, "")
@@ -321,20 +323,7 @@ async fn response_trailers_reach_an_h2c_client_without_connection_fields() {
 /// Host where the client put it otherwise.
 #[tokio::test]
 async fn the_host_the_gateway_supplies_comes_first() {
-    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-    let up = gateway_test_support::ScriptedUpstream::start(vec![
-        gateway_test_support::answer(OK),
-        gateway_test_support::answer(OK),
-        gateway_test_support::answer(OK),
-        gateway_test_support::answer(OK),
-    ])
-    .await;
-    let config = format!(
-        "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
-        up.authority(),
-        route("all", "/", "up", "")
-    );
-    let gw = TestGateway::start_with_workers(&config, 1).await;
+    let (up, gw) = behind_empty_answers(4).await;
     for request in [
         &b"GET /old HTTP/1.0\r\nx-a: 1\r\n\r\n"[..],
         b"GET /named HTTP/1.1\r\nx-a: 1\r\nhost: shop.example\r\nconnection: host\r\n\r\n",
