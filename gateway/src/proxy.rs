@@ -451,8 +451,10 @@ impl Exchange {
                 if self.uploading {
                     // The body is read on this task, by the poll above: it wakes this
                     // task with its next frame, and the poll that reads its end finds
-                    // it ended here.
-                    if !self.response.upload_ended() {
+                    // it ended here. Its last frames may still wait for the upstream
+                    // to take them: that too is the upload, bounded as a stall.
+                    let unsent = self.response.upload_progress().is_some_and(|(_, q)| q);
+                    if !self.response.upload_ended() || unsent {
                         return self.poll_stall(cx).map(Err);
                     }
                     self.uploading = false;

@@ -114,7 +114,9 @@ impl IdleClock {
             };
         }
         if self.busy.load(Ordering::Acquire) > 0 {
-            return Ok(now + timeouts.idle);
+            // Looked at again within the send timeout, so that a write blocked from
+            // now on is cut in time even when that timeout is the shorter.
+            return Ok(now + timeouts.idle.min(timeouts.send));
         }
         let deadline = self.since(&self.idle_since_ms) + timeouts.idle;
         if now < deadline {
@@ -399,9 +401,6 @@ pin_project! {
         timeouts: Timeouts,
         // The timer has registered (been polled with budget) since it was last set.
         timer_armed: bool,
-        // An HTTP/2 connection told GOAWAY: the rest is hyper's (it closes the connection
-        // once the streams end and the client acknowledges); the timer has no more to do.
-        timer_done: bool,
         drain_armed: bool,
         // graceful_shutdown has been called (drain, or an idle HTTP/2 connection).
         closing: bool,
@@ -431,7 +430,6 @@ impl<C> ClientConnection<C> {
             clock,
             timeouts,
             timer_armed: false,
-            timer_done: false,
             drain_armed: false,
             closing: false,
         }
@@ -460,9 +458,6 @@ where
                     continue;
                 }
             }
-            if *this.timer_done {
-                return Poll::Pending;
-            }
             // After `Sleep` registers, it wakes this task when it fires; until then,
             // checking it is one atomic load.
             if *this.timer_armed && !this.timer.is_elapsed() {
@@ -488,7 +483,8 @@ where
                 }
                 // HTTP/2: GOAWAY. hyper closes the connection once its open streams
                 // end (one may still be sending a body the client reads slowly) and the
-                // client has acknowledged.
+                // client has acknowledged; until then the timer only watches for a
+                // client that stops reading.
                 // One that never asked anything has no stream to wait for: it gets one
                 // more period to go, then is cut.
                 Err(Expired::Idle)
@@ -500,7 +496,7 @@ where
                         this.conn.as_mut().graceful_shutdown();
                     }
                     if this.clock.asked.load(Ordering::Relaxed) {
-                        *this.timer_done = true;
+                        this.timer.as_mut().reset(now + this.timeouts.send);
                     } else {
                         this.timer.as_mut().reset(now + this.timeouts.idle);
                     }
@@ -624,6 +620,12 @@ mod tests {
             deadline + Duration::from_millis(1) >= before + t,
             "{deadline:?}"
         );
+        // With a request in progress the clock is looked at again within the shorter
+        // of the two, so that a write blocked from then on is cut in time.
+        let _busy = clock.busy();
+        let now = Instant::now();
+        let shorter = Timeouts { idle: t * 2, send: t };
+        assert_eq!(clock.deadline(now, shorter), Ok(now + t));
     }
 
     /// A socket whose data and end are set by the test.
