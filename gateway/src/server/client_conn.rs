@@ -624,7 +624,10 @@ mod tests {
         // of the two, so that a write blocked from then on is cut in time.
         let _busy = clock.busy();
         let now = Instant::now();
-        let shorter = Timeouts { idle: t * 2, send: t };
+        let shorter = Timeouts {
+            idle: t * 2,
+            send: t,
+        };
         assert_eq!(clock.deadline(now, shorter), Ok(now + t));
     }
 
