@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::balance::EndpointStats;
 use crate::routes::Route;
-use crate::server::Busy;
+use crate::server::{Busy, StreamWatch};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use body::{BodyError, LimitedBody};
@@ -45,6 +45,8 @@ pin_project! {
         #[pin]
         inner: Either<PooledBody, Full<Bytes>>,
         busy: Option<Busy>,
+        // HTTP/2, an upstream's body: whether hyper is taking its frames.
+        watch: Option<StreamWatch>,
     }
 }
 
@@ -54,6 +56,7 @@ impl ResponseBody {
         Self {
             inner: Either::Right(Full::new(bytes)),
             busy: None,
+            watch: None,
         }
     }
 }
@@ -66,7 +69,18 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let Some(watch) = this.watch.as_ref() else {
+            return this.inner.poll_frame(cx);
+        };
+        watch.taken();
+        let frame = this.inner.poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(busy)) = (&frame, this.busy.as_ref()) {
+            if f.is_data() {
+                busy.stream_waits(watch);
+            }
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -224,6 +238,7 @@ impl Future for Handling {
                 response.map(|body| ResponseBody {
                     inner: Either::Left(body),
                     busy: None,
+                    watch: None,
                 })
             }
             Err(err) => {
@@ -238,7 +253,11 @@ impl Future for Handling {
             }
         };
         finish(done, &response);
-        response.body_mut().busy = done.busy.take();
+        let body = response.body_mut();
+        body.busy = done.busy.take();
+        if matches!(body.inner, Either::Left(_)) {
+            body.watch = body.busy.as_ref().and_then(Busy::watch_stream);
+        }
         Poll::Ready(Ok(response))
     }
 }

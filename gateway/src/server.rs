@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::proxy::{self, Peer};
 use crate::shared::Shared;
-pub(crate) use client_conn::Busy;
+pub(crate) use client_conn::{Busy, StreamWatch};
 use client_conn::{ClientConnection, Drain, DrainWatch, IdleClock, Timeouts, WatchedIo};
 use protocol::{Protocols, Serve};
 

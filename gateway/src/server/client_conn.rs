@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub(crate) struct IdleClock {
     http2: AtomicBool,
     /// A request has come in: without one, an HTTP/2 connection has no stream to wait for.
     asked: AtomicBool,
+    /// HTTP/2: the streamed response bodies in progress ([`Busy::watch_stream`]).
+    streams: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl IdleClock {
@@ -61,6 +63,7 @@ impl IdleClock {
             blocked_since_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             asked: AtomicBool::new(false),
+            streams: Mutex::new(Vec::new()),
         })
     }
 
@@ -116,7 +119,18 @@ impl IdleClock {
         if self.busy.load(Ordering::Acquire) > 0 {
             // Looked at again within the send timeout, so that a write blocked from
             // now on is cut in time even when that timeout is the shorter.
-            return Ok(now + timeouts.idle.min(timeouts.send));
+            let next = now + timeouts.idle.min(timeouts.send);
+            return match self.oldest_stream_wait() {
+                None => Ok(next),
+                Some(since) => {
+                    let deadline = since + timeouts.send;
+                    if now < deadline {
+                        Ok(next.min(deadline))
+                    } else {
+                        Err(Expired::Stalled)
+                    }
+                }
+            };
         }
         let deadline = self.since(&self.idle_since_ms) + timeouts.idle;
         if now < deadline {
@@ -124,6 +138,24 @@ impl IdleClock {
         } else {
             Err(Expired::Idle)
         }
+    }
+}
+
+impl IdleClock {
+    /// Since when the longest-waiting HTTP/2 response body has had a frame hyper has
+    /// not sent on (the client's flow-control window is shut); `None` when none waits.
+    fn oldest_stream_wait(&self) -> Option<Instant> {
+        if !self.http2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest = streams
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|stamp| stamp.load(Ordering::Relaxed))
+            .filter(|&ms| ms > 0)
+            .min()?;
+        Some(self.base + Duration::from_millis(oldest - 1))
     }
 }
 
@@ -148,6 +180,46 @@ enum Expired {
 /// A request in progress on a client connection; see [`IdleClock::busy`].
 #[derive(Debug)]
 pub(crate) struct Busy(Arc<IdleClock>);
+
+impl Busy {
+    /// For an HTTP/2 response body streamed from an upstream: a watch on whether hyper
+    /// sends its frames on. A stream whose client never opens its flow-control window
+    /// blocks no socket write (the connection's other frames go on), so only this
+    /// shows that the client takes nothing of it; `None` on HTTP/1, where the socket
+    /// does.
+    pub(crate) fn watch_stream(&self) -> Option<StreamWatch> {
+        if !self.0.http2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let stamp = Arc::new(AtomicU64::new(0));
+        let mut streams = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        streams.retain(|w| w.strong_count() > 0);
+        streams.push(Arc::downgrade(&stamp));
+        Some(StreamWatch(stamp))
+    }
+
+    /// The body has handed hyper a frame: until hyper asks for the next, it waits
+    /// for the client.
+    pub(crate) fn stream_waits(&self, watch: &StreamWatch) {
+        watch.0.store(self.0.elapsed_ms() + 1, Ordering::Relaxed);
+    }
+}
+
+/// See [`Busy::watch_stream`]: 0 while the body is not waiting for its client, else
+/// 1 + the milliseconds from the connection's start to when it began to.
+#[derive(Debug)]
+pub(crate) struct StreamWatch(Arc<AtomicU64>);
+
+impl StreamWatch {
+    /// hyper has asked for the next frame.
+    pub(crate) fn taken(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
 
 impl Clone for Busy {
     fn clone(&self) -> Self {

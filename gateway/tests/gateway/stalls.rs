@@ -14,6 +14,7 @@ use gateway_test_support::{
 };
 use http_body_util::BodyExt;
 use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -220,4 +221,36 @@ async fn a_client_that_stops_reading_its_response_is_cut_off() {
     let _ = within("the rest, up to the cut", s.read_to_end(&mut got)).await;
     assert!(got.starts_with(b"HTTP/1.1 200 "));
     assert!(got.len() < n, "the whole body came ({} bytes)", got.len());
+}
+
+/// An HTTP/2 client can shut one stream's flow-control window and keep the connection
+/// busy otherwise: no write of the gateway's blocks, yet the stream's response, and
+/// the upstream connection it comes on, would wait for ever. The stream waiting for
+/// `client_send_timeout` cuts the connection off, as a blocked write does.
+#[tokio::test]
+async fn an_http2_stream_whose_window_is_never_opened_is_cut_off() {
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway_to(&up.authority()).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder.initial_stream_window_size(1024);
+    let (mut send, conn) = builder.handshake(TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(gw.url("/stream/1048576"))
+        .body(empty())
+        .unwrap();
+    let response = within("the head", send.send_request(req)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The body is not read, so the client never opens its window again; its
+    // connection task goes on reading the socket.
+    gateway_test_support::eventually("the request to reach the upstream", || async {
+        (up.connections() >= 1).then_some(())
+    })
+    .await;
+    gateway_test_support::eventually("the upstream connection to close", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+    let _ = within("the client connection to be closed", conn).await;
+    drop(response);
 }
