@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_test_support::{
-    answer, empty, within, Client, FakeUpstream, ScriptedUpstream, TestGateway,
+    answer, empty, eventually, within, Client, FakeUpstream, ScriptedUpstream, TestGateway,
 };
 use http_body_util::BodyExt;
 use hyper::Request;
@@ -45,6 +45,22 @@ async fn gateway_with(endpoint: &str, upstream: Duration, client: Duration) -> T
 
 /// Out of reach of a test's run.
 const NEVER: Duration = Duration::from_secs(3600);
+
+/// Until the request has reached `up` on a connection (which a cut closes).
+async fn opened(up: &FakeUpstream) {
+    eventually("the request to reach the upstream", || async {
+        (up.connections() >= 1).then_some(())
+    })
+    .await;
+}
+
+/// Until the gateway has closed its connections to `up`: the exchange was given up.
+async fn closed(up: &FakeUpstream) {
+    eventually("the upstream connection to close", || async {
+        (up.open_connections() == 0).then_some(())
+    })
+    .await;
+}
 
 /// Sends 1 MiB chunks until the body is let go or 512 MiB have gone: far more than
 /// the socket buffers between the client and an upstream that does not read.
@@ -207,16 +223,10 @@ async fn a_client_that_stops_reading_its_response_is_cut_off() {
     let n = 64 << 20;
     let req = format!("GET /stream/{n} HTTP/1.1\r\nHost: shop\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
-    gateway_test_support::eventually("the request to reach the upstream", || async {
-        (up.connections() >= 1).then_some(())
-    })
-    .await;
+    opened(&up).await;
     // Not read: the gateway's writes block, and once they have for the send timeout
     // it closes the client connection and, with the response, the upstream's.
-    gateway_test_support::eventually("the upstream connection to close", || async {
-        (up.open_connections() == 0).then_some(())
-    })
-    .await;
+    closed(&up).await;
     let mut got = Vec::new();
     let _ = within("the rest, up to the cut", s.read_to_end(&mut got)).await;
     assert!(got.starts_with(b"HTTP/1.1 200 "));
@@ -243,14 +253,8 @@ async fn an_http2_stream_whose_window_is_never_opened_is_cut_off() {
     assert_eq!(response.status(), 200);
     // The body is not read, so the client never opens its window again; its
     // connection task goes on reading the socket.
-    gateway_test_support::eventually("the request to reach the upstream", || async {
-        (up.connections() >= 1).then_some(())
-    })
-    .await;
-    gateway_test_support::eventually("the upstream connection to close", || async {
-        (up.open_connections() == 0).then_some(())
-    })
-    .await;
+    opened(&up).await;
+    closed(&up).await;
     let _ = within("the client connection to be closed", conn).await;
     drop(response);
 }
