@@ -555,17 +555,23 @@ strip_prefix = true
     }
 
     #[test]
-    fn a_zero_client_idle_timeout_is_refused_and_the_default_is_hypers() {
+    fn zero_client_timeouts_are_refused_and_the_defaults_are_hypers_and_nginxs() {
         let c = parse(GOOD, Path::new("gw.toml")).unwrap();
         assert_eq!(c.server.client_idle_timeout, Duration::from_secs(30));
-        let p = problems(&format!("[server]\nclient_idle_timeout = \"0s\"\n{GOOD}"));
+        assert_eq!(c.server.client_send_timeout, Duration::from_secs(60));
+        let p = problems(&format!(
+            "[server]\nclient_idle_timeout = \"0s\"\nclient_send_timeout = \"0ms\"\n{GOOD}"
+        ));
         let found: Vec<_> = p
             .iter()
             .map(|p| (p.line, p.key.as_str(), p.message.as_str()))
             .collect();
         assert_eq!(
             found,
-            [(2, "server.client_idle_timeout", "must be greater than zero")]
+            [
+                (2, "server.client_idle_timeout", "must be greater than zero"),
+                (3, "server.client_send_timeout", "must be greater than zero")
+            ]
         );
     }
 
