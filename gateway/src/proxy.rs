@@ -34,7 +34,7 @@ use crate::server::{Busy, StreamWatch};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use body::{BodyError, LimitedBody};
-use client::{deadline_after, ClientError, PooledBody, SendFuture};
+use client::{deadline_after, rearm_on_progress, ClientError, PooledBody, SendFuture};
 use rescue::{Blame, ProxyError};
 
 pin_project! {
@@ -466,15 +466,15 @@ impl Exchange {
         let result = match Pin::new(&mut self.response).poll(cx) {
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
             Poll::Ready(Err(e)) => classify(e),
-            Poll::Pending => {
+            Poll::Pending => 'pending: {
                 if self.uploading {
                     // The body is read on this task, by the poll above: it wakes this
                     // task with its next frame, and the poll that reads its end finds
                     // it ended here. Its last frames may still wait for the upstream
                     // to take them: that too is the upload, bounded as a stall.
-                    let unsent = self.response.upload_progress().is_some_and(|(_, q)| q);
-                    if !self.response.upload_ended() || unsent {
-                        return self.poll_stall(cx).map(Err);
+                    let progress = self.response.upload_progress();
+                    if !self.response.upload_ended() || progress.is_some_and(|(_, q)| q) {
+                        break 'pending ready!(self.poll_stall(progress, cx));
                     }
                     self.uploading = false;
                     self.deadline = deadline_after(Instant::now(), self.timeout);
@@ -488,33 +488,32 @@ impl Exchange {
         }
         Poll::Ready(Err(result))
     }
-}
 
-impl Exchange {
-    /// While the upload goes on: ready with the error once it has moved no byte for
-    /// the timeout of whoever it waits for.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<ProxyError> {
-        let Some((moved, upstream_owes)) = self.response.upload_progress() else {
+    /// While the upload goes on (`progress`, as [`SendFuture::upload_progress`] says):
+    /// ready with the error once it has moved no byte for the timeout of whoever it
+    /// waits for.
+    fn poll_stall(
+        &mut self,
+        progress: Option<(u64, bool)>,
+        cx: &mut Context<'_>,
+    ) -> Poll<ProxyError> {
+        let Some((moved, upstream_owes)) = progress else {
             // Waiting for a connection, bounded by the connect timeout.
             self.moved = None;
             return Poll::Pending;
         };
-        if self.moved != Some(moved) {
-            self.moved = Some(moved);
-            let wait = if upstream_owes {
-                self.timeout
-            } else {
-                self.client_timeout
-            };
-            self.deadline = deadline_after(Instant::now(), wait);
-        }
-        ready!(self.response.poll_deadline(cx, self.deadline));
-        if upstream_owes {
-            self.in_flight.0.failures.fetch_add(1, Ordering::Relaxed);
-            Poll::Ready(ProxyError::UpstreamTimeout)
+        let wait = if upstream_owes {
+            self.timeout
         } else {
-            Poll::Ready(ProxyError::ClientTimeout)
-        }
+            self.client_timeout
+        };
+        rearm_on_progress(&mut self.moved, moved, &mut self.deadline, wait);
+        ready!(self.response.poll_deadline(cx, self.deadline));
+        Poll::Ready(if upstream_owes {
+            ProxyError::UpstreamTimeout
+        } else {
+            ProxyError::ClientTimeout
+        })
     }
 }
 

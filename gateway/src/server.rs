@@ -300,7 +300,8 @@ mod tests {
         let upstream_addr = upstream.local_addr().expect("addr");
         tokio::spawn(async move {
             let (mut conn, _) = upstream.accept().await.expect("accept");
-            read_head(&mut conn).await;
+            let head = read_head(&mut conn).await;
+            assert!(head.starts_with("GET /hello HTTP/1.1\r\n"), "{head}");
             conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 .await
                 .expect("answer");

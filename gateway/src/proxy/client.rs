@@ -32,7 +32,7 @@ use super::body::LimitedBody;
 use super::headers::Added;
 use crate::config::ConnectionConfig;
 use crate::worker;
-pub(crate) use h1::deadline_after;
+pub(crate) use h1::{deadline_after, rearm_on_progress};
 use h1::{Conn, HeadError, RequestFraming, Upload};
 pub use h1::{ExchangeError, PooledBody};
 

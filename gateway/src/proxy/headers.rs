@@ -242,7 +242,7 @@ pub fn set_forwarded(
     host: Option<HeaderValue>,
 ) -> Added {
     let chain = if trusted && scan.forwarded_for {
-        joined(headers, &X_FORWARDED_FOR)
+        joined(headers, &X_FORWARDED_FOR, b", ")
     } else {
         None
     };
@@ -316,28 +316,25 @@ fn replace(
 /// Joins an HTTP/2 request's `cookie` fields into one, with "; " (RFC 9113 8.2.3): h2
 /// clients split them for compression, and HTTP/1.1 allows a single field.
 pub fn join_cookies(headers: &mut HeaderMap) {
-    let mut values = headers.get_all(header::COOKIE).iter();
-    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
         return;
-    };
-    let mut out = first.as_bytes().to_vec();
-    for v in headers.get_all(header::COOKIE).iter().skip(1) {
-        out.extend_from_slice(b"; ");
-        out.extend_from_slice(v.as_bytes());
     }
     // Valid values joined by "; " are a valid value.
-    if let Ok(joined) = HeaderValue::from_bytes(&out) {
-        headers.insert(header::COOKIE, joined);
+    if let Some(Ok(one)) =
+        joined(headers, &header::COOKIE, b"; ").map(HeaderValue::from_maybe_shared)
+    {
+        headers.insert(header::COOKIE, one);
     }
 }
 
-/// All values of a header joined with ", " (a client may send it on several lines).
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+/// All values of a header joined with `separator` (a client may send it on several
+/// lines: a list joins with ", ", HTTP/2's cookie pieces with "; ").
+fn joined(headers: &HeaderMap, name: &HeaderName, separator: &[u8]) -> Option<Vec<u8>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let mut out = first.as_bytes().to_vec();
     for v in values {
-        out.extend_from_slice(b", ");
+        out.extend_from_slice(separator);
         out.extend_from_slice(v.as_bytes());
     }
     Some(out)

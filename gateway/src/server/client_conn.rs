@@ -109,12 +109,8 @@ impl IdleClock {
     /// When the connection times out if nothing changes, or how it already has.
     fn deadline(&self, now: Instant, timeouts: Timeouts) -> Result<Instant, Expired> {
         if self.write_blocked.load(Ordering::Relaxed) {
-            let deadline = self.since(&self.blocked_since_ms) + timeouts.send;
-            return if now < deadline {
-                Ok(deadline)
-            } else {
-                Err(Expired::Stalled)
-            };
+            let since = self.since(&self.blocked_since_ms);
+            return unless_past(now, since + timeouts.send, Expired::Stalled);
         }
         if self.busy.load(Ordering::Acquire) > 0 {
             // Looked at again within the send timeout, so that a write blocked from
@@ -122,26 +118,14 @@ impl IdleClock {
             let next = now + timeouts.idle.min(timeouts.send);
             return match self.oldest_stream_wait() {
                 None => Ok(next),
-                Some(since) => {
-                    let deadline = since + timeouts.send;
-                    if now < deadline {
-                        Ok(next.min(deadline))
-                    } else {
-                        Err(Expired::Stalled)
-                    }
-                }
+                Some(since) => unless_past(now, since + timeouts.send, Expired::Stalled)
+                    .map(|deadline| deadline.min(next)),
             };
         }
-        let deadline = self.since(&self.idle_since_ms) + timeouts.idle;
-        if now < deadline {
-            Ok(deadline)
-        } else {
-            Err(Expired::Idle)
-        }
+        let since = self.since(&self.idle_since_ms);
+        unless_past(now, since + timeouts.idle, Expired::Idle)
     }
-}
 
-impl IdleClock {
     /// Since when the longest-waiting HTTP/2 response body has had a frame hyper has
     /// not sent on (the client's flow-control window is shut); `None` when none waits.
     fn oldest_stream_wait(&self) -> Option<Instant> {
@@ -156,6 +140,15 @@ impl IdleClock {
             .filter(|&ms| ms > 0)
             .min()?;
         Some(self.base + Duration::from_millis(oldest - 1))
+    }
+}
+
+/// `deadline` while it is ahead of `now`, else `expired`.
+fn unless_past(now: Instant, deadline: Instant, expired: Expired) -> Result<Instant, Expired> {
+    if now < deadline {
+        Ok(deadline)
+    } else {
+        Err(expired)
     }
 }
 

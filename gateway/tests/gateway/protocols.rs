@@ -210,9 +210,13 @@ async fn a_drain_closes_connections_whose_protocol_is_not_known_yet() {
     gw.shutdown().await;
     for s in [&mut silent, &mut partial] {
         let mut got = Vec::new();
-        within("the gateway to close", s.read_to_end(&mut got))
-            .await
-            .unwrap();
+        // A close with the preface's first bytes still unread on the gateway's side
+        // (the drain can come before they are read) is a reset: closed all the same.
+        match within("the gateway to close", s.read_to_end(&mut got)).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("not a close: {e}"),
+        }
         assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     }
 }

@@ -24,6 +24,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
@@ -70,8 +71,7 @@ pub enum ExchangeError {
     /// The client's request body failed or passed the route's limit while it was sent.
     #[error("the request body could not be sent")]
     RequestBody(#[source] BodyError),
-    /// The upstream sent nothing of its response body, or took nothing of the
-    /// request's, for its `request_timeout`.
+    /// The upstream sent nothing of its response body for its `request_timeout`.
     #[error("the upstream stalled for longer than its request timeout")]
     Stalled,
 }
@@ -1084,11 +1084,7 @@ fn finish_upload(
             }
             let polled = upload.poll_send(&mut write, &mut scratch, cx);
             if polled.is_pending() {
-                let (now_moved, _) = upload.progress();
-                if moved != Some(now_moved) {
-                    moved = Some(now_moved);
-                    stall_at = deadline_after(Instant::now(), timeout);
-                }
+                rearm_on_progress(&mut moved, upload.progress().0, &mut stall_at, timeout);
                 if poll_timer(&mut timer, cx, stall_at).is_ready() {
                     return Poll::Ready(Err(None));
                 }
@@ -1350,9 +1346,24 @@ fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError
 }
 
 /// `timeout` after `from`; one too far away to represent is capped, as `sleep` does.
-pub(crate) fn deadline_after(from: Instant, timeout: std::time::Duration) -> Instant {
+pub(crate) fn deadline_after(from: Instant, timeout: Duration) -> Instant {
     from.checked_add(timeout)
-        .unwrap_or_else(|| from + std::time::Duration::from_secs(86_400 * 365 * 30))
+        .unwrap_or_else(|| from + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// A stall's deadline: moved to `wait` from now whenever `moved` (a count that grows
+/// with every step forward) differs from `last`, so only a stretch without progress
+/// reaches it.
+pub(crate) fn rearm_on_progress(
+    last: &mut Option<u64>,
+    moved: u64,
+    deadline: &mut Instant,
+    wait: Duration,
+) {
+    if *last != Some(moved) {
+        *last = Some(moved);
+        *deadline = deadline_after(Instant::now(), wait);
+    }
 }
 
 /// Polls `timer` for `deadline`, making it on first use and moving it otherwise.
