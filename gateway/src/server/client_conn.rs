@@ -122,8 +122,11 @@ impl IdleClock {
                     .map(|deadline| deadline.min(next)),
             };
         }
+        // Looked at again within the send timeout here too: the timer is not moved when
+        // a request comes in, and its writes may block long before the idle deadline.
         let since = self.since(&self.idle_since_ms);
         unless_past(now, since + timeouts.idle, Expired::Idle)
+            .map(|deadline| deadline.min(now + timeouts.send))
     }
 
     /// Since when the longest-waiting HTTP/2 response body has had a frame hyper has
@@ -488,7 +491,8 @@ impl<C> ClientConnection<C> {
     ) -> Self {
         Self {
             conn,
-            timer: tokio::time::sleep_until(clock.base + timeouts.idle),
+            // Within the send timeout if that is the shorter: see `IdleClock::deadline`.
+            timer: tokio::time::sleep_until(clock.base + timeouts.idle.min(timeouts.send)),
             drain_signal: drain.signal,
             drain_started: drain.started,
             _open: drain.open,
@@ -687,12 +691,17 @@ mod tests {
         );
         // With a request in progress the clock is looked at again within the shorter
         // of the two, so that a write blocked from then on is cut in time.
-        let _busy = clock.busy();
+        let busy = clock.busy();
         let now = Instant::now();
         let shorter = Timeouts {
             idle: t * 2,
             send: t,
         };
+        assert_eq!(clock.deadline(now, shorter), Ok(now + t));
+        // And without one, for the next request's writes: the timer stays as it is
+        // set when a request comes in.
+        drop(busy);
+        let now = Instant::now();
         assert_eq!(clock.deadline(now, shorter), Ok(now + t));
     }
 

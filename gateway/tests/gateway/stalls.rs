@@ -4,7 +4,7 @@
 //! body has the response cut, a client that stops sending its body gets a 408, and
 //! one that stops reading its response is cut off.
 //! Each would otherwise hold a client connection and an upstream connection for as
-//! long as the other side stays connected.
+//! long as the other side stays connected, and a drain for its whole grace period.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::{route, send_raw};
 
@@ -34,9 +34,19 @@ async fn gateway_to(endpoint: &str) -> TestGateway {
 /// `client_idle_timeout` given (`client_send_timeout` is [`STALL`]): a test that
 /// expects one side's timeout keeps the other's out of reach of a slow machine.
 async fn gateway_with(endpoint: &str, upstream: Duration, client: Duration) -> TestGateway {
+    gateway_with_server(endpoint, upstream, client, "").await
+}
+
+/// [`gateway_with`] with `server`'s settings added to `[server]`, one a line.
+async fn gateway_with_server(
+    endpoint: &str,
+    upstream: Duration,
+    client: Duration,
+    server: &str,
+) -> TestGateway {
     let (up, client, send) = (upstream.as_millis(), client.as_millis(), STALL.as_millis());
     let config = format!(
-        "[server]\nclient_idle_timeout = \"{client}ms\"\nclient_send_timeout = \"{send}ms\"\n\
+        "[server]\nclient_idle_timeout = \"{client}ms\"\nclient_send_timeout = \"{send}ms\"\n{server}\n\
          [upstreams.up]\nendpoints = [\"{endpoint}\"]\nrequest_timeout = \"{up}ms\"\n{}",
         route("r", "/", "up", "max_request_body = \"1GiB\"")
     );
@@ -213,24 +223,44 @@ async fn an_upload_the_upstream_answered_early_and_stopped_reading_is_let_go() {
     upstream.abort();
 }
 
+/// A response the client asks for and then reads none of.
+const UNREAD: usize = 64 << 20;
+
+/// A connection to `gw` that has asked for [`UNREAD`] bytes of `up` and reads none of
+/// them: with a small receive buffer, the gateway's writes soon block. Returns once the
+/// request has reached the upstream.
+async fn asked_and_not_reading(gw: &TestGateway, up: &FakeUpstream) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let mut s = socket.connect(gw.addr).await.unwrap();
+    let req = format!("GET /stream/{UNREAD} HTTP/1.1\r\nHost: shop\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    opened(up).await;
+    s
+}
+
+/// What the gateway sent on `s` before it cut the connection.
+async fn read_up_to_the_cut(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = within("the rest, up to the cut", s.read_to_end(&mut got)).await;
+    got
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_its_response_is_cut_off() {
     let up = FakeUpstream::start("up").await;
     let gw = gateway_to(&up.authority()).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(8 * 1024).unwrap();
-    let mut s = socket.connect(gw.addr).await.unwrap();
-    let n = 64 << 20;
-    let req = format!("GET /stream/{n} HTTP/1.1\r\nHost: shop\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    opened(&up).await;
+    let mut s = asked_and_not_reading(&gw, &up).await;
     // Not read: the gateway's writes block, and once they have for the send timeout
     // it closes the client connection and, with the response, the upstream's.
     closed(&up).await;
-    let mut got = Vec::new();
-    let _ = within("the rest, up to the cut", s.read_to_end(&mut got)).await;
+    let got = read_up_to_the_cut(&mut s).await;
     assert!(got.starts_with(b"HTTP/1.1 200 "));
-    assert!(got.len() < n, "the whole body came ({} bytes)", got.len());
+    assert!(
+        got.len() < UNREAD,
+        "the whole body came ({} bytes)",
+        got.len()
+    );
 }
 
 /// An HTTP/2 client can shut one stream's flow-control window and keep the connection
@@ -257,4 +287,28 @@ async fn an_http2_stream_whose_window_is_never_opened_is_cut_off() {
     closed(&up).await;
     let _ = within("the client connection to be closed", conn).await;
     drop(response);
+}
+
+/// A drain lets the requests in progress finish, for up to `shutdown_grace`. A client
+/// that takes no byte of its response must not hold the drain (and an upstream
+/// connection) that long: `client_send_timeout` still cuts it off, however far off
+/// `client_idle_timeout` is (the connection's timer used to be looked at first at the
+/// idle timeout: with the default 30 s, this drain waited for its grace).
+#[tokio::test]
+async fn a_client_that_stops_reading_during_a_drain_is_cut_off_long_before_the_grace_ends() {
+    let up = FakeUpstream::start("up").await;
+    let mut gw =
+        gateway_with_server(&up.authority(), NEVER, NEVER, "shutdown_grace = \"30s\"").await;
+    let mut s = asked_and_not_reading(&gw, &up).await;
+    gw.begin_shutdown();
+    // Bounded by `WAIT`, a third of the grace.
+    gw.stopped().await;
+    closed(&up).await;
+    let got = read_up_to_the_cut(&mut s).await;
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    assert!(
+        got.len() < UNREAD,
+        "the whole body came ({} bytes)",
+        got.len()
+    );
 }
