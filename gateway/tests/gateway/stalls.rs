@@ -312,3 +312,82 @@ async fn a_client_that_stops_reading_during_a_drain_is_cut_off_long_before_the_g
         got.len()
     );
 }
+
+/// HTTP/2 frame types and flags these tests use.
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A whole GET of `path` on `stream`: a HEADERS frame that ends it (HPACK without
+/// Huffman coding: `:method GET` and `:scheme http` from the static table, `:path`
+/// and `:authority` as literals).
+fn h2_get(stream: u32, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86];
+    for (name, value) in [(4, path), (1, "shop")] {
+        block.push(name);
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    h2_frame(HEADERS, END_STREAM | END_HEADERS, stream, &block)
+}
+
+/// Reads frames up to one of type `kind` on `stream` with `flags` among its flags.
+async fn h2_read_until(s: &mut TcpStream, kind: u8, flags: u8, stream: u32) {
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        s.read_exact(&mut vec![0u8; len]).await.unwrap();
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        if head[3] == kind && head[4] & flags == flags && id == stream {
+            return;
+        }
+    }
+}
+
+/// An HTTP/2 connection told GOAWAY (here for idleness, as a drain tells it) goes on
+/// until the client acknowledges, and until then the client may still open streams.
+/// One that asks for a response and reads none of it is cut off after
+/// `client_send_timeout`, like any other, so a drain does not wait for its grace (the
+/// connection's timer used to stop at GOAWAY).
+#[tokio::test]
+async fn an_http2_client_that_asks_after_goaway_and_stops_reading_is_cut_off_before_the_drain_ends()
+{
+    let up = FakeUpstream::start("up").await;
+    let mut gw =
+        gateway_with_server(&up.authority(), NEVER, STALL, "shutdown_grace = \"30s\"").await;
+    let mut s = send_raw(&gw, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    s.write_all(&h2_frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    s.write_all(&h2_get(1, "/")).await.unwrap();
+    within(
+        "the first response",
+        h2_read_until(&mut s, DATA, END_STREAM, 1),
+    )
+    .await;
+    within("GOAWAY", h2_read_until(&mut s, GOAWAY, 0, 0)).await;
+    // The PING that came with it is never answered, nor anything else read.
+    s.write_all(&h2_get(3, &format!("/stream/{UNREAD}")))
+        .await
+        .unwrap();
+    eventually("the second request to reach the upstream", || async {
+        (up.hits() == 2).then_some(())
+    })
+    .await;
+    gw.begin_shutdown();
+    // Bounded by `WAIT`, a third of the grace.
+    gw.stopped().await;
+    closed(&up).await;
+    let _ = read_up_to_the_cut(&mut s).await;
+}
