@@ -391,3 +391,61 @@ async fn an_http2_client_that_asks_after_goaway_and_stops_reading_is_cut_off_bef
     closed(&up).await;
     let _ = read_up_to_the_cut(&mut s).await;
 }
+
+/// The most the kernel may hold of what the gateway writes on a connection: its send
+/// buffer's ceiling, `tcp_wmem`'s maximum (4 MiB by default).
+fn send_buffer_ceiling() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// `request_timeout` starts once the request has all been written upstream. Until
+/// then, what the client has sent and the upstream has not taken (the upload's unsent
+/// tail) is bounded as a stall, also once the client has sent all of it: an upstream
+/// that stops taking it gets a 504. (The other upload tests' bodies were still
+/// arriving when the upstream stopped.)
+#[tokio::test]
+async fn an_upstream_that_stops_taking_an_upload_the_client_has_sent_in_full_gets_504() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    // Takes the connection, and never a byte of it.
+    let upstream = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        std::future::pending::<()>().await;
+        drop(s);
+    });
+    // More than the kernel holds, so that part of the request still waits in the
+    // gateway once all of it has come from the client. The head, since the gateway
+    // reads a body only as it writes it: a body that large would not all have come.
+    let head_len = send_buffer_ceiling() + (1 << 20);
+    let limit = format!("max_request_headers = {}", 2 * head_len);
+    let gw = gateway_with_server(&endpoint, STALL, NEVER, &limit).await;
+    let mut request = b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n".to_vec();
+    let pad = vec![b'p'; head_len / 64];
+    for i in 0..64 {
+        request.extend_from_slice(format!("x-pad-{i}: ").as_bytes());
+        request.extend_from_slice(&pad);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\nhello");
+    let mut s = send_raw(&gw, &request).await;
+    let mut got = Vec::new();
+    within("the 504", async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 504 "), "got {got:?}");
+    assert!(got.contains("upstream_timeout"), "got {got:?}");
+    upstream.abort();
+}
