@@ -111,6 +111,15 @@ user_sys_ticks() { # pid -> "utime stime" (clock ticks) summed over the process 
     echo "$u $s"
 }
 
+run_delay_ns() { # pid -> "run_delay_ns timeslices" summed over the process tree, all threads
+    # /proc/<pid>/task/<tid>/schedstat: time on the CPU, time waiting on a run queue
+    # (runnable but not running), timeslices run; all in ns since the thread started
+    local pid
+    for pid in $(tree_pids "$1"); do
+        cat "/proc/$pid/task/"*/schedstat 2>/dev/null || true
+    done | awk '{d += $2; n += $3} END {printf "%d %d\n", d, n}'
+}
+
 start_upstreams() { # two one-worker nginx upstreams on $UP1/$UP2 (status on $ST1/$ST2)
     local pair port st d
     for pair in "$UP1:$ST1" "$UP2:$ST2"; do

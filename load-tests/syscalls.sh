@@ -9,8 +9,12 @@
 #   WORKERS=2 RATE=5000 load-tests/syscalls.sh
 #   TARGETS="gateway baseline" BASELINE_BIN=/tmp/base-target/release/gateway WORKERS=2 load-tests/syscalls.sh
 # Environment: TARGETS [nginx gateway] (also baseline), WORKERS [1], RATE [5000],
-#   CONNS [32], DURATION [10] (seconds), GATEWAY_BIN, BASELINE_BIN, OUT_DIR.
-# Also prints user and system CPU time per request (from /proc/PID/stat).
+#   CONNS [32], DURATION [10] (seconds), GATEWAY_BIN, BASELINE_BIN, OUT_DIR,
+#   SATURATE [0]: seconds of load at 64 connections before the counted run, as
+#   compare.sh's throughput run comes before its fixed-rate one.
+# Also prints user and system CPU time per request (from /proc/PID/stat), the time its
+# threads waited runnable for a CPU (run delay, from /proc/PID/task/*/schedstat) and
+# oha's latency percentiles.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LT_NAME=syscalls
@@ -48,16 +52,21 @@ for name in $TARGETS; do
     wait_http "http://127.0.0.1:$PROXY_PORT/" 30 || die "$name did not start"
     # Warm up (and fill the pool) before counting.
     timeout 60 oha --no-tui -c "$CONNS" -z 2s "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+    if ((${SATURATE:-0} > 0)); then
+        timeout $((SATURATE + 60)) oha --no-tui -c 64 -z "${SATURATE}s" "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+    fi
     pids=$(tree_pids "$pid" | paste -sd, -)
     upstream_counts
     before=$UPR
     read -r u0 s0 < <(user_sys_ticks "$pid")
+    read -r rd0 ts0 < <(run_delay_ns "$pid")
     perf stat -e "$EVENTS" -p "$pids" -o "$d/perf-stat.txt" -- sleep "$((DURATION + 1))" &
     perf_pid=$!
     timeout $((DURATION + 60)) oha --no-tui -c "$CONNS" -q "$RATE" -z "${DURATION}s" \
         "http://127.0.0.1:$PROXY_PORT/" >"$d/oha.txt"
     wait "$perf_pid" || true
     read -r u1 s1 < <(user_sys_ticks "$pid")
+    read -r rd1 ts1 < <(run_delay_ns "$pid")
     upstream_counts
     n=$((UPR - before))
     p50=$(awk '/ 50.00%/ {print $3, $4}' "$d/oha.txt")
@@ -74,5 +83,12 @@ for name in $TARGETS; do
         printf "  %-32s %8.2f µs per request\n", "user time", u / hz * 1e6 / n
         printf "  %-32s %8.2f µs per request\n", "system time", s / hz * 1e6 / n
     }'
+    # Waiting for a CPU while runnable: on shared cores, what a wake-up costs in latency.
+    awk -v n="$n" -v d=$((rd1 - rd0)) -v t=$((ts1 - ts0)) 'BEGIN {
+        printf "  %-32s %8.2f µs per request (%.3f timeslices per request)\n", "run delay", d / 1000 / n, t / n
+    }'
+    awk '$1 == "50.00%" || $1 == "90.00%" || $1 == "99.00%" || $1 == "99.90%" {
+        printf "  %-32s %8s %s\n", "latency " $1, $3, $4
+    }' "$d/oha.txt"
     stop_pid "$pid"
 done
