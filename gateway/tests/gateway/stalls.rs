@@ -246,6 +246,17 @@ async fn read_up_to_the_cut(s: &mut TcpStream) -> Vec<u8> {
     got
 }
 
+/// Reads `s` up to the cut and checks that the response began and was cut short.
+async fn assert_cut_short(s: &mut TcpStream) {
+    let got = read_up_to_the_cut(s).await;
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    assert!(
+        got.len() < UNREAD,
+        "the whole body came ({} bytes)",
+        got.len()
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_its_response_is_cut_off() {
     let up = FakeUpstream::start("up").await;
@@ -254,13 +265,7 @@ async fn a_client_that_stops_reading_its_response_is_cut_off() {
     // Not read: the gateway's writes block, and once they have for the send timeout
     // it closes the client connection and, with the response, the upstream's.
     closed(&up).await;
-    let got = read_up_to_the_cut(&mut s).await;
-    assert!(got.starts_with(b"HTTP/1.1 200 "));
-    assert!(
-        got.len() < UNREAD,
-        "the whole body came ({} bytes)",
-        got.len()
-    );
+    assert_cut_short(&mut s).await;
 }
 
 /// An HTTP/2 client can shut one stream's flow-control window and keep the connection
@@ -304,13 +309,7 @@ async fn a_client_that_stops_reading_during_a_drain_is_cut_off_long_before_the_g
     // Bounded by `WAIT`, a third of the grace.
     gw.stopped().await;
     closed(&up).await;
-    let got = read_up_to_the_cut(&mut s).await;
-    assert!(got.starts_with(b"HTTP/1.1 200 "));
-    assert!(
-        got.len() < UNREAD,
-        "the whole body came ({} bytes)",
-        got.len()
-    );
+    assert_cut_short(&mut s).await;
 }
 
 /// HTTP/2 frame types and flags these tests use.
