@@ -132,15 +132,9 @@ fn reload(
         }
         Ok(mut new) => {
             *last_error = None;
-            let restart_required = needs_restart(current, &new, head_buffer);
+            let restart_required = keep_fixed_settings(current, &mut new, head_buffer);
             for what in &restart_required {
                 tracing::warn!(trigger, "{what}: needs a restart; the running value stays");
-            }
-            // Fixed-for-life settings keep their running values.
-            new.listen = current.listen;
-            new.log.format = current.log.format;
-            if new.server.max_request_headers > head_buffer {
-                new.server.max_request_headers = current.server.max_request_headers;
             }
             let changed = new != **current;
             let mut generation = generation;
@@ -176,7 +170,9 @@ fn reload(
     report
 }
 
-fn needs_restart(current: &Config, new: &Config, head_buffer: usize) -> Vec<String> {
+/// Gives `new` the running values of the settings fixed for the process's life, and
+/// says which of them it had changed: those need a restart.
+fn keep_fixed_settings(current: &Config, new: &mut Config, head_buffer: usize) -> Vec<String> {
     let mut out = Vec::new();
     if new.listen.proxy != current.listen.proxy {
         out.push(format!(
@@ -204,6 +200,9 @@ fn needs_restart(current: &Config, new: &Config, head_buffer: usize) -> Vec<Stri
              listener reads a request head into (sized at startup)",
             new.server.max_request_headers, head_buffer
         ));
+        new.server.max_request_headers = current.server.max_request_headers;
     }
+    new.listen = current.listen;
+    new.log.format = current.log.format;
     out
 }

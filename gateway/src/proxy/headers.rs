@@ -83,6 +83,8 @@ impl Scan {
 /// is accepted, from a client or from an upstream.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct TransferCodings {
+    /// A `Transfer-Encoding` field came, even an empty one.
+    pub(crate) present: bool,
     chunked: u8,
     other: bool,
 }
@@ -90,6 +92,7 @@ pub(crate) struct TransferCodings {
 impl TransferCodings {
     /// Adds one field's list (empty elements are allowed, and skipped: RFC 9110 5.6.1).
     pub(crate) fn add(&mut self, value: &[u8]) {
+        self.present = true;
         for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             if coding.eq_ignore_ascii_case(b"chunked") {
                 self.chunked = self.chunked.saturating_add(1);
@@ -107,12 +110,10 @@ impl TransferCodings {
     /// True when `headers` have no `Transfer-Encoding`, or exactly `chunked`.
     pub(crate) fn supported(headers: &HeaderMap) -> bool {
         let mut codings = TransferCodings::default();
-        let mut any = false;
         for value in headers.get_all(header::TRANSFER_ENCODING) {
-            any = true;
             codings.add(value.as_bytes());
         }
-        !any || codings.is_chunked()
+        !codings.present || codings.is_chunked()
     }
 }
 
@@ -247,12 +248,10 @@ pub fn set_forwarded(
         None
     };
     let xff = match chain {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + peer_ip.len());
-            v.extend_from_slice(&prior);
+        Some(mut v) => {
             v.extend_from_slice(b", ");
             v.extend_from_slice(peer_ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer_ip.clone())
+            HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| peer_ip.clone())
         }
         None => peer_ip.clone(),
     };
@@ -320,8 +319,8 @@ pub fn join_cookies(headers: &mut HeaderMap) {
         return;
     }
     // Valid values joined by "; " are a valid value.
-    if let Some(Ok(one)) =
-        joined(headers, &header::COOKIE, b"; ").map(HeaderValue::from_maybe_shared)
+    if let Some(Ok(one)) = joined(headers, &header::COOKIE, b"; ")
+        .map(|v| HeaderValue::from_maybe_shared(Bytes::from(v)))
     {
         headers.insert(header::COOKIE, one);
     }

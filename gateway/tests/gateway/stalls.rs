@@ -101,8 +101,19 @@ async fn an_upstream_that_stops_reading_an_upload_gets_504() {
         String::from_utf8_lossy(&r.body)
     );
     assert_eq!(r.header("x-gateway-error"), "upstream_timeout");
+    // The upstream's fault: counted against its endpoint.
+    assert_eq!(endpoint_failures(&gw).await, 1);
     feeder.abort();
     up.hold().release(1);
+}
+
+/// The failures `/admin/upstreams` counts against the gateway's one endpoint.
+async fn endpoint_failures(gw: &TestGateway) -> serde_json::Value {
+    let ups = Client::default()
+        .get(&gw.admin_url("/admin/upstreams"))
+        .await
+        .json();
+    ups["upstreams"][0]["endpoints"][0]["failures"].clone()
 }
 
 #[tokio::test]
@@ -128,6 +139,8 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 408 "), "got {got:?}");
     assert!(got.contains("client_timeout"), "got {got:?}");
+    // The client's fault, not the upstream's.
+    assert_eq!(endpoint_failures(&gw).await, 0);
 }
 
 #[tokio::test]

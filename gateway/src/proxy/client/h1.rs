@@ -378,7 +378,7 @@ impl ConnState {
             if meta.names_fields {
                 headers::remove_hop_by_hop(&mut headers);
             }
-            if meta.transfer_encoding && meta.content_length.is_some() {
+            if meta.codings.present && meta.content_length.is_some() {
                 // The chunks delimit it; a length forwarded along would contradict them.
                 headers.remove(CONTENT_LENGTH);
             } else if let Some(n) = meta.content_length.filter(|_| meta.length_repeated) {
@@ -493,7 +493,6 @@ struct HeadMeta {
     content_length: Option<u64>,
     /// The length came as a list (`5, 5`, or the field twice): forwarded as one value.
     length_repeated: bool,
-    transfer_encoding: bool,
     codings: TransferCodings,
     close: bool,
     keep_alive: bool,
@@ -516,7 +515,6 @@ impl HeadMeta {
                 self.content_length = Some(n);
             }
         } else if *name == http::header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
             // Each field continues the list.
             self.codings.add(value);
         } else if *name == CONNECTION {
@@ -548,7 +546,7 @@ impl HeadMeta {
         {
             return Ok((Framing::Done, keep_alive));
         }
-        if self.transfer_encoding {
+        if self.codings.present {
             if version != Version::HTTP_11 {
                 return Err(ExchangeError::Malformed(
                     "Transfer-Encoding in an HTTP/1.0 response",
@@ -1322,14 +1320,16 @@ fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError
                 Ok(httparse::Status::Complete((used, fields))) => {
                     let mut trailers = HeaderMap::new();
                     for f in fields.iter() {
-                        let name = HeaderName::from_bytes(f.name.as_bytes());
-                        let value = HeaderValue::from_bytes(f.value);
-                        if let (Ok(name), Ok(value)) = (name, value) {
-                            // Filtered as a request's are; an h2 client's stream would
-                            // be reset over a connection-specific field.
-                            if trailer_allowed(&name) {
-                                trailers.append(name, value);
-                            }
+                        // Filtered as a request's are; an h2 client's stream would be
+                        // reset over a connection-specific field.
+                        let Ok(name) = HeaderName::from_bytes(f.name.as_bytes()) else {
+                            continue;
+                        };
+                        if !trailer_allowed(&name) {
+                            continue;
+                        }
+                        if let Ok(value) = HeaderValue::from_bytes(f.value) {
+                            trailers.append(name, value);
                         }
                     }
                     read.advance(used);
