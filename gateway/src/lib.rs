@@ -144,6 +144,8 @@ pub async fn run_with_workers(
             }
         }
     };
+    // Fixed for the listener's life: a reload may raise the header limit up to it only.
+    let head_buffer = server::head_buffer(config.server.max_request_headers);
     let sighup = tokio::spawn(forward_sighup(triggers.clone()));
     let control = tokio::spawn(control::run(
         shared.clone(),
@@ -151,7 +153,7 @@ pub async fn run_with_workers(
         registry,
         trigger_rx,
         config.clone(),
-        server::head_buffer(config.server.max_request_headers),
+        head_buffer,
     ));
 
     let (admin_stop, admin_stopped) = oneshot::channel::<()>();
@@ -166,7 +168,7 @@ pub async fn run_with_workers(
 
     shared.ready.store(true, Ordering::SeqCst);
     tracing::info!(proxy = %config.listen.proxy, admin = %config.listen.admin, routes = config.routes.len(), "gateway started");
-    let served = server::serve(listeners.proxy, shared, workers, shutdown).await;
+    let served = server::serve(listeners.proxy, shared, workers, head_buffer, shutdown).await;
 
     let _ = admin_stop.send(());
     sighup.abort();

@@ -35,8 +35,8 @@ pub(crate) fn head_buffer(max_headers: usize) -> usize {
     (max_headers.saturating_mul(4)).max(64 * 1024)
 }
 
-fn protocols(max_headers: usize) -> Protocols {
-    let buffer = head_buffer(max_headers);
+/// The listener's protocols, reading request heads into `buffer` bytes ([`head_buffer`]).
+fn protocols(buffer: usize) -> Protocols {
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -134,17 +134,18 @@ impl Site {
 
 /// Serves until `shutdown` resolves, then drains for the configured grace period.
 /// With one worker, connections are served on the calling runtime; with more, each
-/// is handed to one of `workers` threads ([`workers`]).
+/// is handed to one of `workers` threads ([`workers`]). Request heads are read into
+/// `head_buffer` bytes, the size the reload task checks a raised limit against.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     workers: usize,
+    head_buffer: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let max_headers = shared.snapshot.load().config.server.max_request_headers;
     let site = Site {
         shared: shared.clone(),
-        protocols: Arc::new(protocols(max_headers)),
+        protocols: Arc::new(protocols(head_buffer)),
     };
     let mut pool = match workers {
         0 | 1 => None,
