@@ -412,6 +412,23 @@ async fn a_close_after_an_interim_answer_is_not_replayed() {
     );
 }
 
+/// An interim answer marks only its own exchange: once its final answer has come, the
+/// connection's next request that meets a silent close (the keep-alive race) goes
+/// again, as on a connection that never saw a 1xx.
+#[tokio::test]
+async fn after_an_interim_answer_the_next_silent_close_is_replayed() {
+    let (up, gw) = scripted(vec![
+        answer(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        answer_then_close(b""),
+        answer(OK_SHORT),
+    ])
+    .await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/hinted")).await.body, "ok");
+    assert_eq!(c.get(&gw.url("/again")).await.body, "ok");
+    assert_eq!(up.connections(), 2);
+}
+
 /// What the upstream reads: origin-form, HTTP/1.1, a length for bodies the client
 /// sized, chunks for those it did not, and no framing for a GET.
 #[tokio::test]
