@@ -120,6 +120,18 @@ run_delay_ns() { # pid -> "run_delay_ns timeslices" summed over the process tree
     done | awk '{d += $2; n += $3} END {printf "%d %d\n", d, n}'
 }
 
+switches() { # pid... -> "voluntary involuntary" context switches summed over the process trees, all threads
+    # voluntary: the thread blocked (say in epoll_wait); involuntary: it was preempted,
+    # say by a task it woke that the kernel placed on its CPU
+    local root pid
+    for root in "$@"; do
+        for pid in $(tree_pids "$root"); do
+            cat "/proc/$pid/task/"*/status 2>/dev/null || true
+        done
+    done | awk '$1 == "voluntary_ctxt_switches:" {v += $2} $1 == "nonvoluntary_ctxt_switches:" {n += $2}
+        END {printf "%d %d\n", v, n}'
+}
+
 start_upstreams() { # two one-worker nginx upstreams on $UP1/$UP2 (status on $ST1/$ST2)
     local pair port st d
     for pair in "$UP1:$ST1" "$UP2:$ST2"; do

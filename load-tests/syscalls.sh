@@ -13,8 +13,10 @@
 #   SATURATE [0]: seconds of load at 64 connections before the counted run, as
 #   compare.sh's throughput run comes before its fixed-rate one.
 # Also prints user and system CPU time per request (from /proc/PID/stat), the time its
-# threads waited runnable for a CPU (run delay, from /proc/PID/task/*/schedstat) and
-# oha's latency percentiles.
+# threads waited runnable for a CPU (run delay, from /proc/PID/task/*/schedstat), its
+# and the upstreams' context switches split into blocked and preempted (from
+# /proc/PID/task/*/status) and oha's latency percentiles. A RATE above what the
+# machine can serve (RATE=200000) measures at saturation.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LT_NAME=syscalls
@@ -33,6 +35,7 @@ need_tools oha nginx perf curl
 check_ports $UP1 $UP2 $ST1 $ST2 $PROXY_PORT $ADMIN_PORT
 
 start_upstreams
+UPSTREAM_PIDS=("${PIDS[@]}")
 for name in $TARGETS; do
     d=$TMP/$name
     mkdir -p "$d"
@@ -60,6 +63,8 @@ for name in $TARGETS; do
     before=$UPR
     read -r u0 s0 < <(user_sys_ticks "$pid")
     read -r rd0 ts0 < <(run_delay_ns "$pid")
+    read -r pv0 pi0 < <(switches "$pid")
+    read -r uv0 ui0 < <(switches "${UPSTREAM_PIDS[@]}")
     perf stat -e "$EVENTS" -p "$pids" -o "$d/perf-stat.txt" -- sleep "$((DURATION + 1))" &
     perf_pid=$!
     timeout $((DURATION + 60)) oha --no-tui -c "$CONNS" -q "$RATE" -z "${DURATION}s" \
@@ -67,6 +72,8 @@ for name in $TARGETS; do
     wait "$perf_pid" || true
     read -r u1 s1 < <(user_sys_ticks "$pid")
     read -r rd1 ts1 < <(run_delay_ns "$pid")
+    read -r pv1 pi1 < <(switches "$pid")
+    read -r uv1 ui1 < <(switches "${UPSTREAM_PIDS[@]}")
     upstream_counts
     n=$((UPR - before))
     p50=$(awk '/ 50.00%/ {print $3, $4}' "$d/oha.txt")
@@ -86,6 +93,12 @@ for name in $TARGETS; do
     # Waiting for a CPU while runnable: on shared cores, what a wake-up costs in latency.
     awk -v n="$n" -v d=$((rd1 - rd0)) -v t=$((ts1 - ts0)) 'BEGIN {
         printf "  %-32s %8.2f µs per request (%.3f timeslices per request)\n", "run delay", d / 1000 / n, t / n
+    }'
+    # Blocked (voluntary) or preempted: on two shared cores a proxy at saturation is
+    # preempted by the upstream its write woke when the kernel puts that on its CPU.
+    awk -v n="$n" -v pv=$((pv1 - pv0)) -v pi=$((pi1 - pi0)) -v uv=$((uv1 - uv0)) -v ui=$((ui1 - ui0)) 'BEGIN {
+        printf "  %-32s %8.3f blocked, %.3f preempted per request\n", "switches, proxy", pv / n, pi / n
+        printf "  %-32s %8.3f blocked, %.3f preempted per request\n", "switches, upstreams", uv / n, ui / n
     }'
     awk '$1 == "50.00%" || $1 == "90.00%" || $1 == "99.00%" || $1 == "99.90%" {
         printf "  %-32s %8s %s\n", "latency " $1, $3, $4
