@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
-use http::uri::PathAndQuery;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
@@ -337,11 +337,16 @@ fn dispatch(
     if scan.fixed_hop_by_hop && !headers::TransferCodings::supported(req.headers()) {
         return Err(ProxyError::UnsupportedTransferCoding);
     }
+    check_target(req.uri())?;
     if has_dot_segment(req.uri().path()) {
         // `/order/../admin` must not match `/order` and reach another route's upstream.
         return Err(ProxyError::BadRequest("path contains `.` or `..` segments"));
     }
-    let (host_header, host_sent) = host_header(&req, peer.scheme)?;
+    let Host {
+        value: host_header,
+        sent: host_sent,
+        replaced: host_replaced,
+    } = host_header(&req, peer.scheme)?;
     let host = host_header
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -399,9 +404,13 @@ fn dispatch(
         host_header.clone(),
     );
     // The client's own Host header goes on as it is, where it is, unless `Connection`
-    // named it (it was removed above). HTTP/2 clients send :authority, not Host; keep
-    // the name the client used. An HTTP/1.0 request may have neither: then the
-    // endpoint's own name (port 80 left out, as clients do).
+    // named it (it was removed above), or an absolute-form target overrides it. HTTP/2
+    // clients send :authority, not Host; keep the name the client used. An HTTP/1.0
+    // request may have neither: then the endpoint's own name (port 80 left out, as
+    // clients do).
+    if host_replaced {
+        h.remove(HOST);
+    }
     if !host_sent || (scan.connection && !h.contains_key(HOST)) {
         let host = match host_header {
             Some(host) => host,
@@ -553,41 +562,163 @@ fn classify(e: ClientError) -> ProxyError {
     ProxyError::UpstreamFailed(e)
 }
 
-/// The host the client asked for: the `Host` header, or an HTTP/2 request's
-/// `:authority`; and whether it came as a header (so it is already among the headers
-/// forwarded). HTTP/1.1 without one is malformed, and more than one is refused (RFC
-/// 9112 3.2), as is an HTTP/2 Host that differs from `:authority` (RFC 9113 8.3.1):
-/// the gateway would route on one and the upstream might read the other.
-fn host_header(
-    req: &Request<Incoming>,
-    scheme: &str,
-) -> Result<(Option<HeaderValue>, bool), ProxyError> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    if let Some(h) = hosts.next() {
-        if hosts.next().is_some() {
-            return Err(ProxyError::BadRequest("more than one Host header"));
-        }
-        if req.version() == Version::HTTP_2 {
-            if let Some(a) = req.uri().authority() {
-                if !same_authority(h.as_bytes(), a.as_str().as_bytes(), scheme) {
-                    return Err(ProxyError::BadRequest("Host differs from :authority"));
-                }
-            }
-        }
-        return Ok((Some(h.clone()), true));
+/// Refuses the request-target forms the gateway does not serve (RFC 9112 3.2): the
+/// authority-form (`host:port`), which only CONNECT may use and CONNECT is refused;
+/// the asterisk-form (`*`, a server-wide OPTIONS), which no route stands for (nginx
+/// refuses it too); and an absolute-form target with a scheme other than http or https.
+fn check_target(uri: &Uri) -> Result<(), ProxyError> {
+    match (uri.scheme(), uri.authority()) {
+        (None, Some(_)) => Err(ProxyError::BadRequest(
+            "a `host:port` request target is only for CONNECT",
+        )),
+        (Some(s), _) if *s != Scheme::HTTP && *s != Scheme::HTTPS => Err(ProxyError::BadRequest(
+            "request target with a scheme other than http or https",
+        )),
+        _ if uri.path() == "*" => Err(ProxyError::BadRequest(
+            "the `*` request target (server-wide OPTIONS) is not supported",
+        )),
+        _ => Ok(()),
     }
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str())
-            .map(|h| (Some(h), false))
-            .map_err(|_| ProxyError::BadRequest("invalid authority"));
-    }
-    if req.version() == Version::HTTP_11 {
-        return Err(ProxyError::BadRequest(
-            "HTTP/1.1 request without a Host header",
-        ));
-    }
-    Ok((None, false))
 }
+
+/// The host a request is routed on, and what becomes of the client's Host field.
+struct Host {
+    /// The `Host` field, the absolute-form target's authority or HTTP/2's
+    /// `:authority`; none for HTTP/1.0 with neither.
+    value: Option<HeaderValue>,
+    /// It is the client's Host field, already among the fields forwarded.
+    sent: bool,
+    /// The client's Host field is dropped: the target's authority replaces it.
+    replaced: bool,
+}
+
+/// The host the client asked for (see [`Host`]). More than one Host field is refused,
+/// and so is a value that is not `host[:port]` (RFC 9112 3.2): the gateway routes on
+/// the name before the port, and an upstream reading `shop.example:x@evil.example` as
+/// an authority would see another host. An HTTP/1 absolute-form target's authority
+/// overrides the field (RFC 9112 3.2.2), and an HTTP/2 Host must name `:authority`
+/// (RFC 9113 8.3.1): either way the gateway and the upstream see one host. HTTP/1.1
+/// with neither a Host field nor a host in its target is refused; with the target's
+/// alone it is served, as nginx serves it, though RFC 9112 3.2 asks for a 400: the
+/// host is not in doubt, and hyper's own client sends such requests.
+fn host_header(req: &Request<Incoming>, scheme: &str) -> Result<Host, ProxyError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let field = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if field.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err(ProxyError::BadRequest("invalid Host header"));
+    }
+    let Some(a) = req.uri().authority() else {
+        if field.is_none() && req.version() == Version::HTTP_11 {
+            return Err(ProxyError::BadRequest(
+                "HTTP/1.1 request without a Host header",
+            ));
+        }
+        return Ok(Host {
+            value: field.cloned(),
+            sent: field.is_some(),
+            replaced: false,
+        });
+    };
+    if !valid_host(a.as_str().as_bytes()) {
+        return Err(ProxyError::BadRequest("invalid authority"));
+    }
+    let target = || {
+        HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("invalid authority"))
+    };
+    match field {
+        // HTTP/2: both must name the same host.
+        Some(h) if req.version() == Version::HTTP_2 => {
+            if !same_authority(h.as_bytes(), a.as_str().as_bytes(), scheme) {
+                return Err(ProxyError::BadRequest("Host differs from :authority"));
+            }
+            Ok(Host {
+                value: Some(h.clone()),
+                sent: true,
+                replaced: false,
+            })
+        }
+        // HTTP/1 absolute-form: the target names the host.
+        Some(_) => Ok(Host {
+            value: Some(target()?),
+            sent: false,
+            replaced: true,
+        }),
+        None => Ok(Host {
+            value: Some(target()?),
+            sent: false,
+            replaced: false,
+        }),
+    }
+}
+
+/// Whether a Host value or an authority is `host[:port]` (RFC 9110 7.2, RFC 3986
+/// 3.2.2): a non-empty registered name (letters, digits, `-._~`, `%`-escapes and
+/// sub-delims) or a bracketed IP literal, then at most a port of digits. No userinfo,
+/// path or spaces: nothing an upstream could read as another host.
+fn valid_host(v: &[u8]) -> bool {
+    let port = match v {
+        [b'[', rest @ ..] => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            if literal.is_empty()
+                || !literal
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.'))
+            {
+                return false;
+            }
+            &rest[end + 1..]
+        }
+        _ => {
+            let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+            if end == 0 || !v[..end].iter().all(|&b| REG_NAME[usize::from(b)]) {
+                return false;
+            }
+            &v[end..]
+        }
+    };
+    match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// The bytes a registered name may hold (RFC 3986 3.2.2: unreserved, `%` of a
+/// pct-encoded octet, sub-delims).
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    t
+};
 
 /// True when a path has a `.` or `..` segment, plain or percent-encoded, as any server
 /// behind the gateway may read it: one that drops `;` parameters (Tomcat reads
@@ -705,7 +836,40 @@ fn upstream_path(route: &Route, uri: &Uri) -> Result<PathAndQuery, ProxyError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_dot_segment, strip_port};
+    use super::{has_dot_segment, strip_port, valid_host};
+
+    #[test]
+    fn hosts_are_a_name_or_ip_literal_and_a_port() {
+        for ok in [
+            "shop.example",
+            "shop.example:8000",
+            "shop.example:",
+            "127.0.0.1:18090",
+            "[::1]",
+            "[::1]:8000",
+            "xn--bcher-kva.example",
+            "a_b~c%41!$&'()*+,;=",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "shop.example:x@evil.example",
+            "user@shop.example",
+            "shop.example:abc",
+            "shop.example:80:81",
+            "shop.example/evil",
+            "shop example",
+            "shop.example\\evil",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1/64]",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn dot_segments_are_found_plain_or_encoded() {

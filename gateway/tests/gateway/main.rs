@@ -11,11 +11,13 @@ mod idle;
 mod pool;
 mod protocols;
 mod reload;
+mod requests;
 mod responses;
 mod routing;
 mod shutdown;
 mod stalls;
 mod streaming;
+mod upstream_h1;
 mod workers;
 
 use gateway_test_support::{FakeUpstream, TestGateway};

@@ -326,6 +326,11 @@ impl ConnState {
             let parsed = httparse::ParserConfig::default()
                 .parse_response_with_uninit_headers(&mut res, &self.read, &mut slots);
             let len = match parsed {
+                // A head read whole in one go is held to the limit too: the bound must
+                // not depend on how the upstream's bytes were split into reads.
+                Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                    return Err(ExchangeError::HeadTooLarge)
+                }
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(httparse::Error::TooManyHeaders) => return Err(ExchangeError::HeadTooLarge),
@@ -1220,8 +1225,9 @@ fn parse_chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ()> {
             b'A'..=b'F' => b - b'A' + 10,
             _ => break,
         };
-        // Sixteen digits fill a u64; more cannot be a size worth reading.
-        if i == 16 {
+        // A digit more would overflow a u64 (leading zeros never do: RFC 9112 7.1
+        // allows any number of digits, and the line's length is bounded by the caller).
+        if size >> 60 != 0 {
             return Err(());
         }
         size = size << 4 | u64::from(digit);
@@ -1284,7 +1290,7 @@ fn take_up_to(read: &mut BytesMut, left: u64) -> Option<(Bytes, u64)> {
 fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError> {
     match state {
         Chunk::Size => match parse_chunk_line(read) {
-            Ok(Some((used, size))) => {
+            Ok(Some((used, size))) if used <= MAX_CHUNK_LINE => {
                 read.advance(used);
                 Ok(Step::Next(if size == 0 {
                     Chunk::Trailers
@@ -1316,6 +1322,9 @@ fn step_chunked(read: &mut BytesMut, state: Chunk) -> Result<Step, ExchangeError
                 // httparse takes a bare LF for a line end; the chunked framing does not.
                 Ok(httparse::Status::Complete((used, _))) if has_bare_lf(&read[..used]) => {
                     Err(ExchangeError::Malformed("invalid trailer section"))
+                }
+                Ok(httparse::Status::Complete((used, _))) if used > MAX_HEAD => {
+                    Err(ExchangeError::HeadTooLarge)
                 }
                 Ok(httparse::Status::Complete((used, fields))) => {
                     let mut trailers = HeaderMap::new();
