@@ -20,7 +20,7 @@ mod streaming;
 mod upstream_h1;
 mod workers;
 
-use gateway_test_support::{FakeUpstream, TestGateway};
+use gateway_test_support::{within, FakeUpstream, TestGateway};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -46,4 +46,33 @@ pub(crate) fn upstream(name: &str, endpoints: &[&FakeUpstream], extra: &str) -> 
 /// A `[[routes]]` table; `extra` adds lines such as `strip_prefix = true`.
 pub(crate) fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> String {
     format!("[[routes]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
+}
+
+/// The status and `x-gateway-error` of an HTTP/2 GET of `uri` (its authority becomes
+/// `:authority`), with `host` as a Host field as well when given.
+pub(crate) async fn h2_get(gw: &TestGateway, uri: &str, host: Option<&str>) -> (u16, String) {
+    use gateway_test_support::empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = within(
+        "the HTTP/2 handshake",
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::get(uri);
+    if let Some(host) = host {
+        req = req.header("host", host);
+    }
+    let req = req.body(empty()).unwrap();
+    let r = within("an HTTP/2 response", send.send_request(req))
+        .await
+        .unwrap();
+    let kind = r
+        .headers()
+        .get("x-gateway-error")
+        .map_or("", |v| v.to_str().unwrap())
+        .to_owned();
+    (r.status().as_u16(), kind)
 }

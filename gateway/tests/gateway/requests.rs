@@ -2,11 +2,11 @@
 //! client would normalise them: Host and request-target, hop-by-hop fields, framing,
 //! `Expect`, pipelining and header limits.
 
-use gateway_test_support::{answer, empty, within, ScriptedUpstream, TestGateway};
+use gateway_test_support::{answer, within, ScriptedUpstream, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{route, send_raw};
+use crate::{h2_get, route, send_raw};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
@@ -149,23 +149,9 @@ async fn a_host_with_an_invalid_value_is_a_json_400() {
 /// userinfo in it for `http` URIs (the request is malformed).
 #[tokio::test]
 async fn an_http2_authority_with_userinfo_is_a_400() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let (up, gw) = scripted(2, "", &shop_only()).await;
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut send, conn) = within(
-        "the HTTP/2 handshake",
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get("http://shop.example:x@evil.example/x")
-        .body(empty())
-        .unwrap();
-    let r = within("an HTTP/2 response", send.send_request(req))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400, "{:#?}", up.requests());
+    let got = h2_get(&gw, "http://shop.example:x@evil.example/x", None).await;
+    assert_eq!(got, (400, "bad_request".to_owned()), "{:#?}", up.requests());
     assert!(up.requests().is_empty(), "{:#?}", up.requests());
 }
 

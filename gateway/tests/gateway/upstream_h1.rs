@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gateway_test_support::{
     answer, answer_then_close, empty, within, Answer, Client, ScriptedUpstream, TestGateway,
+    TestResponse,
 };
 use http::{Method, Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +62,18 @@ async fn next_gets_its_own_answer(gw: &TestGateway, what: &str) {
         (StatusCode::OK, &b"second"[..]),
         "{what}: the next request got {r:?}"
     );
+}
+
+/// A GET of `/a` from a gateway whose upstream answers `bytes` first and [`SECOND`]
+/// next; the request after it must get its own answer, over the same upstream
+/// connection when `reused`.
+async fn first_answer(bytes: &'static [u8], what: &str, reused: bool) -> TestResponse {
+    let (up, gw) = scripted(vec![answer(bytes), answer(SECOND)]).await;
+    let r = Client::default().get(&gw.url("/a")).await;
+    next_gets_its_own_answer(&gw, what).await;
+    let expected = if reused { 1 } else { 2 };
+    assert_eq!(up.connections(), expected, "{what}: upstream connections");
+    r
 }
 
 /// The body of a raw HTTP/1.1 response whose body is chunked, decoded (trailers
@@ -121,12 +134,9 @@ async fn valid_but_unusual_chunked_framing_passes_whole_and_keeps_the_connection
         ),
     ];
     for (what, bytes, body) in cases {
-        let (up, gw) = scripted(vec![answer(bytes), answer(SECOND)]).await;
-        let r = Client::default().get(&gw.url("/a")).await;
+        let r = first_answer(bytes, what, true).await;
         assert_eq!(r.status, StatusCode::OK, "{what}");
         assert_eq!(r.body, body, "{what}");
-        next_gets_its_own_answer(&gw, what).await;
-        assert_eq!(up.connections(), 1, "{what}: the connection was not reused");
     }
 }
 
@@ -256,16 +266,13 @@ async fn content_length_forms() {
         ),
     ];
     for (what, bytes) in ok {
-        let (up, gw) = scripted(vec![answer(bytes), answer(SECOND)]).await;
-        let r = Client::default().get(&gw.url("/a")).await;
+        let r = first_answer(bytes, what, true).await;
         assert_eq!(
             (r.status, &r.body[..]),
             (StatusCode::OK, &b"hello"[..]),
             "{what}"
         );
         assert_eq!(r.header("content-length").parse(), Ok(5), "{what}");
-        next_gets_its_own_answer(&gw, what).await;
-        assert_eq!(up.connections(), 1, "{what}");
     }
     let bad: Vec<(&str, &[u8])> = vec![
         (
@@ -550,16 +557,13 @@ async fn odd_but_readable_heads_pass_through() {
         ),
     ];
     for (what, bytes) in cases {
-        let (up, gw) = scripted(vec![answer(bytes), answer(SECOND)]).await;
-        let r = Client::default().get(&gw.url("/a")).await;
+        let r = first_answer(bytes, what, true).await;
         assert_eq!(
             (r.status, &r.body[..]),
             (StatusCode::OK, &b"hello"[..]),
             "{what}"
         );
         assert_eq!(r.header("x-a"), "1", "{what}");
-        next_gets_its_own_answer(&gw, what).await;
-        assert_eq!(up.connections(), 1, "{what}");
     }
 }
 
@@ -612,12 +616,9 @@ async fn unreadable_heads_are_a_json_502_and_the_next_request_is_unharmed() {
         ),
     ];
     for (what, bytes) in cases {
-        let (up, gw) = scripted(vec![answer(bytes), answer(SECOND)]).await;
-        let r = Client::default().get(&gw.url("/a")).await;
+        let r = first_answer(bytes, what, false).await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{what}: {r:?}");
         assert_eq!(r.json()["error"], "upstream_failed", "{what}");
-        next_gets_its_own_answer(&gw, what).await;
-        assert_eq!(up.connections(), 2, "{what}");
     }
 }
 
