@@ -659,6 +659,7 @@ fn host_header(req: &Request<Incoming>, scheme: &str) -> Result<Host, ProxyError
 /// sub-delims) or a bracketed IP literal, then at most a port of digits. No userinfo,
 /// path or spaces: nothing an upstream could read as another host.
 fn valid_host(v: &[u8]) -> bool {
+    // One pass: the name (or literal), then what follows it must be a port.
     let port = match v {
         [b'[', rest @ ..] => {
             let Some(end) = rest.iter().position(|&b| b == b']') else {
@@ -675,8 +676,11 @@ fn valid_host(v: &[u8]) -> bool {
             &rest[end + 1..]
         }
         _ => {
-            let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
-            if end == 0 || !v[..end].iter().all(|&b| REG_NAME[usize::from(b)]) {
+            let end = v
+                .iter()
+                .position(|&b| !REG_NAME[usize::from(b)])
+                .unwrap_or(v.len());
+            if end == 0 {
                 return false;
             }
             &v[end..]
