@@ -598,24 +598,26 @@ struct Host {
 /// an authority would see another host. An HTTP/1 absolute-form target's authority
 /// overrides the field (RFC 9112 3.2.2), and an HTTP/2 Host must name `:authority`
 /// (RFC 9113 8.3.1): either way the gateway and the upstream see one host. HTTP/1.1
-/// with neither a Host field nor a host in its target is refused; with the target's
-/// alone it is served, as nginx serves it, though RFC 9112 3.2 asks for a 400: the
-/// host is not in doubt, and hyper's own client sends such requests.
+/// without a Host field is refused even when its target names the host, as RFC 9112
+/// 3.2 asks and nginx does.
 fn host_header(req: &Request<Incoming>, scheme: &str) -> Result<Host, ProxyError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let field = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
-    if field.is_some_and(|h| !valid_host(h.as_bytes())) {
-        return Err(ProxyError::BadRequest("invalid Host header"));
-    }
-    let Some(a) = req.uri().authority() else {
-        if field.is_none() && req.version() == Version::HTTP_11 {
+    match field {
+        Some(h) if !valid_host(h.as_bytes()) => {
+            return Err(ProxyError::BadRequest("invalid Host header"))
+        }
+        None if req.version() == Version::HTTP_11 => {
             return Err(ProxyError::BadRequest(
                 "HTTP/1.1 request without a Host header",
-            ));
+            ))
         }
+        _ => {}
+    }
+    let Some(a) = req.uri().authority() else {
         return Ok(Host {
             value: field.cloned(),
             sent: field.is_some(),

@@ -29,7 +29,10 @@ async fn get(
     gw: &TestGateway,
     path: &str,
 ) -> Result<(u16, String), hyper::Error> {
-    let req = Request::get(gw.url(path)).body(empty()).unwrap();
+    let req = Request::get(gw.url(path))
+        .header("host", "gateway")
+        .body(empty())
+        .unwrap();
     within("the connection to be ready", send.ready()).await?;
     let response = within("a response", send.send_request(req)).await?;
     let status = response.status().as_u16();
@@ -111,7 +114,10 @@ async fn a_new_connection_goes_to_the_worker_with_fewer() {
     // worker has no client connection left and one idle upstream connection.
     let url = gw.url("/hold");
     let held = tokio::spawn(async move {
-        let req = Request::get(url).body(empty()).unwrap();
+        let req = Request::get(url)
+            .header("host", "gateway")
+            .body(empty())
+            .unwrap();
         a.ready().await?;
         a.send_request(req).await.map(|r| r.status().as_u16())
     });
@@ -139,7 +145,10 @@ async fn two_held(
         let mut send = connection(gw).await;
         let url = gw.url("/hold");
         held.push(tokio::spawn(async move {
-            let req = Request::get(url).body(empty()).unwrap();
+            let req = Request::get(url)
+                .header("host", "gateway")
+                .body(empty())
+                .unwrap();
             send.ready().await?;
             let response = send.send_request(req).await?;
             let status = response.status().as_u16();
