@@ -6,6 +6,7 @@
 mod admin;
 mod balance;
 mod errors;
+mod h2_and_relay;
 mod headers;
 mod idle;
 mod pool;

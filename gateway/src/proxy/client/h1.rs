@@ -393,7 +393,9 @@ impl ConnState {
             }
             let mut response = Response::new(());
             *response.status_mut() = status;
-            *response.version_mut() = version;
+            // The response keeps `Response::new`'s HTTP/1.1, not the upstream's version:
+            // an intermediary sends its own (RFC 9110 2.5), and hyper answers an
+            // HTTP/1.0 client in HTTP/1.0 itself.
             *response.headers_mut() = headers;
             let (framing, keep_alive) = meta.framing(method, status, version)?;
             return Ok(Some(Head {
