@@ -9,10 +9,9 @@ use gateway_test_support::{
 };
 use http::Request;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{route, send_raw, upstream};
+use super::{h2_connection as h2, route, send_raw, upstream};
 
 async fn scripted(script: Vec<Answer>, route_extra: &str) -> (ScriptedUpstream, TestGateway) {
     let up = ScriptedUpstream::start(script).await;
@@ -23,21 +22,6 @@ async fn scripted(script: Vec<Answer>, route_extra: &str) -> (ScriptedUpstream, 
     );
     let gw = TestGateway::start_with_workers(&config, 1).await;
     (up, gw)
-}
-
-/// One h2c connection to the gateway.
-async fn h2(
-    gw: &TestGateway,
-) -> hyper::client::conn::http2::SendRequest<gateway_test_support::TestBody> {
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (send, conn) = within(
-        "the HTTP/2 handshake",
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    send
 }
 
 /// An h2c body over `max_request_body`, streamed without a content-length, gets a

@@ -49,19 +49,27 @@ pub(crate) fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> St
     format!("[[routes]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
 }
 
-/// The status and `x-gateway-error` of an HTTP/2 GET of `uri` (its authority becomes
-/// `:authority`), with `host` as a Host field as well when given.
-pub(crate) async fn h2_get(gw: &TestGateway, uri: &str, host: Option<&str>) -> (u16, String) {
-    use gateway_test_support::empty;
+/// One h2c connection to the gateway.
+pub(crate) async fn h2_connection(
+    gw: &TestGateway,
+) -> hyper::client::conn::http2::SendRequest<gateway_test_support::TestBody> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut send, conn) = within(
+    let (send, conn) = within(
         "the HTTP/2 handshake",
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)),
     )
     .await
     .unwrap();
     tokio::spawn(conn);
+    send
+}
+
+/// The status and `x-gateway-error` of an HTTP/2 GET of `uri` (its authority becomes
+/// `:authority`), with `host` as a Host field as well when given.
+pub(crate) async fn h2_get(gw: &TestGateway, uri: &str, host: Option<&str>) -> (u16, String) {
+    use gateway_test_support::empty;
+    let mut send = h2_connection(gw).await;
     let mut req = http::Request::get(uri);
     if let Some(host) = host {
         req = req.header("host", host);
