@@ -11,16 +11,12 @@ use http::Request;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{h2_connection as h2, route, send_raw, upstream};
+use super::{h2_connection as h2, one_worker_gateway, route, send_raw, upstream};
 
 async fn scripted(script: Vec<Answer>, route_extra: &str) -> (ScriptedUpstream, TestGateway) {
     let up = ScriptedUpstream::start(script).await;
-    let config = format!(
-        "[upstreams.up]\nendpoints = [\"{}\"]\n\n{}",
-        up.authority(),
-        route("all", "/", "up", route_extra)
-    );
-    let gw = TestGateway::start_with_workers(&config, 1).await;
+    let routes = route("all", "/", "up", route_extra);
+    let gw = one_worker_gateway("", &up.authority(), "", &routes).await;
     (up, gw)
 }
 

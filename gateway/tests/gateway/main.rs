@@ -44,6 +44,26 @@ pub(crate) fn upstream(name: &str, endpoints: &[&FakeUpstream], extra: &str) -> 
     )
 }
 
+/// A gateway on one worker thread (so all requests share one upstream pool) in front
+/// of `[upstreams.up]` at `authority`: `server` lines for `[server]`, `upstream_extra`
+/// lines for the upstream, and `routes` (all routes to "up" when empty).
+pub(crate) async fn one_worker_gateway(
+    server: &str,
+    authority: &str,
+    upstream_extra: &str,
+    routes: &str,
+) -> TestGateway {
+    let routes = if routes.is_empty() {
+        route("all", "/", "up", "")
+    } else {
+        routes.to_owned()
+    };
+    let config = format!(
+        "[server]\n{server}\n[upstreams.up]\nendpoints = [\"{authority}\"]\n{upstream_extra}\n\n{routes}"
+    );
+    TestGateway::start_with_workers(&config, 1).await
+}
+
 /// A `[[routes]]` table; `extra` adds lines such as `strip_prefix = true`.
 pub(crate) fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> String {
     format!("[[routes]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")

@@ -6,7 +6,7 @@ use gateway_test_support::{answer, within, ScriptedUpstream, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{h2_get, route, send_raw};
+use crate::{h2_get, one_worker_gateway, route, send_raw};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
@@ -14,11 +14,7 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 /// scripted upstream that answers `n` requests with `ok` and records what it read.
 async fn scripted(n: usize, server: &str, routes: &str) -> (ScriptedUpstream, TestGateway) {
     let up = ScriptedUpstream::start(vec![answer(OK); n]).await;
-    let config = format!(
-        "[server]\n{server}\n[upstreams.up]\nendpoints = [\"{}\"]\n\n{routes}",
-        up.authority()
-    );
-    let gw = TestGateway::start_with_workers(&config, 1).await;
+    let gw = one_worker_gateway(server, &up.authority(), "", routes).await;
     (up, gw)
 }
 
@@ -141,6 +137,20 @@ async fn a_host_with_an_invalid_value_is_a_json_400() {
         let request = format!("GET /x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
         let out = exchange(&gw, request.as_bytes()).await;
         assert_json_error(&out, 400, "bad_request", &format!("host {host:?}"));
+    }
+    assert!(up.requests().is_empty(), "{:#?}", up.requests());
+}
+
+/// An absolute-form target's host is held to the same rule as a Host field: it is
+/// what the request is routed on and what goes upstream as Host.
+#[tokio::test]
+async fn an_absolute_form_target_with_an_invalid_host_is_a_json_400() {
+    let (up, gw) = scripted(2, "", &shop_only()).await;
+    for target in ["http://x@shop.example/x", "http://shop.example:abc/x"] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nhost: shop.example\r\nconnection: close\r\n\r\n");
+        let out = exchange(&gw, request.as_bytes()).await;
+        assert_json_error(&out, 400, "bad_request", target);
     }
     assert!(up.requests().is_empty(), "{:#?}", up.requests());
 }

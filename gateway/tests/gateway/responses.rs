@@ -12,16 +12,12 @@ use http::{Method, Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{route, send_raw};
+use super::{one_worker_gateway, send_raw};
 
 /// The gateway on one worker thread: these tests count the upstream connections that
 /// several client connections' requests share, and each worker has a pool of its own.
 async fn gateway_for(authority: &str) -> TestGateway {
-    let config = format!(
-        "[upstreams.up]\nendpoints = [\"{authority}\"]\n\n{}",
-        route("all", "/", "up", "")
-    );
-    TestGateway::start_with_workers(&config, 1).await
+    one_worker_gateway("", authority, "", "").await
 }
 
 async fn scripted(script: Vec<Answer>) -> (ScriptedUpstream, TestGateway) {

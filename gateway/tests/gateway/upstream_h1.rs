@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::{route, send_raw};
+use super::{one_worker_gateway, send_raw};
 
 /// The second answer of most scripts: a later request must get exactly this.
 const SECOND: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond";
@@ -25,12 +25,8 @@ const STRAY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nSTRAY";
 /// The gateway on one worker, so all requests share one pool, with the upstream's
 /// `request_timeout` given.
 async fn gateway_for(authority: &str, request_timeout: Duration) -> TestGateway {
-    let config = format!(
-        "[upstreams.up]\nendpoints = [\"{authority}\"]\nrequest_timeout = \"{}ms\"\n\n{}",
-        request_timeout.as_millis(),
-        route("all", "/", "up", "")
-    );
-    TestGateway::start_with_workers(&config, 1).await
+    let timeout = format!("request_timeout = \"{}ms\"", request_timeout.as_millis());
+    one_worker_gateway("", authority, &timeout, "").await
 }
 
 async fn scripted(script: Vec<Answer>) -> (ScriptedUpstream, TestGateway) {
