@@ -6,7 +6,7 @@ use gateway_test_support::{within, Client, FakeUpstream, TestGateway, TestRespon
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{h2_get, route, send_raw, upstream};
+use crate::{behind_a_1024_byte_limit, h2_get, route, send_raw, upstream};
 
 fn assert_gateway_error(r: &TestResponse, status: u16, kind: &str) {
     assert_eq!(
@@ -123,13 +123,7 @@ async fn a_reused_connection_times_out_each_request_on_its_own_deadline() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_whether_announced_or_streamed() {
-    let up = FakeUpstream::start("up").await;
-    let config = [
-        upstream("up", &[&up], ""),
-        route("all", "/", "up", "max_request_body = 1024"),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
+    let (up, gw) = behind_a_1024_byte_limit().await;
     let c = Client::default();
 
     let r = c

@@ -11,7 +11,9 @@ use http::Request;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{h2_connection as h2, one_worker_gateway, route, send_raw, upstream};
+use super::{
+    behind_a_1024_byte_limit, h2_connection as h2, one_worker_gateway, route, send_raw, upstream,
+};
 
 async fn scripted(script: Vec<Answer>, route_extra: &str) -> (ScriptedUpstream, TestGateway) {
     let up = ScriptedUpstream::start(script).await;
@@ -24,13 +26,7 @@ async fn scripted(script: Vec<Answer>, route_extra: &str) -> (ScriptedUpstream, 
 /// 413 (or its stream reset), and never reaches the upstream whole.
 #[tokio::test]
 async fn an_h2c_body_streamed_over_the_limit_is_refused() {
-    let up = FakeUpstream::start("up").await;
-    let config = [
-        upstream("up", &[&up], ""),
-        route("all", "/", "up", "max_request_body = 1024"),
-    ]
-    .concat();
-    let gw = TestGateway::start(&config).await;
+    let (up, gw) = behind_a_1024_byte_limit().await;
     let mut send = h2(&gw).await;
     let (tx, body) = chunked_body();
     let req = Request::post(gw.url("/upload")).body(body).unwrap();

@@ -64,6 +64,19 @@ pub(crate) async fn one_worker_gateway(
     TestGateway::start_with_workers(&config, 1).await
 }
 
+/// A gateway whose one route takes request bodies of at most 1,024 bytes, and the fake
+/// upstream behind it.
+pub(crate) async fn behind_a_1024_byte_limit() -> (FakeUpstream, TestGateway) {
+    let up = FakeUpstream::start("up").await;
+    let config = [
+        upstream("up", &[&up], ""),
+        route("all", "/", "up", "max_request_body = 1024"),
+    ]
+    .concat();
+    let gw = TestGateway::start(&config).await;
+    (up, gw)
+}
+
 /// A `[[routes]]` table; `extra` adds lines such as `strip_prefix = true`.
 pub(crate) fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> String {
     format!("[[routes]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
