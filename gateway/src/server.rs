@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::proxy::client::together;
 use crate::proxy::{self, Peer};
 use crate::shared::Shared;
 pub(crate) use client_conn::{Busy, StreamWatch};
@@ -147,6 +148,11 @@ pub(crate) async fn serve(
         shared: shared.clone(),
         protocols: Arc::new(protocols(head_buffer)),
     };
+    // Serving in place on a single-threaded runtime: every task runs on this thread.
+    let in_place = workers <= 1
+        && tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+    let _together = in_place.then(together::enable).flatten();
     let mut pool = match workers {
         0 | 1 => None,
         n => Some(workers::Workers::start(n, &site)?),

@@ -12,6 +12,7 @@
 //! meanwhile is noticed when it is taken, at no cost while nothing has arrived on it.
 
 mod h1;
+pub(crate) mod together;
 
 use std::future::Future;
 use std::io;
@@ -421,6 +422,8 @@ impl Future for Exchange {
                 // answer if the upstream sent one before it reset the connection.
                 Poll::Ready(Err(e)) if live.upload.abandon() => this.write_failed = Some(e),
                 Poll::Ready(Err(e)) => return this.retry_or(e),
+                // Nothing to read before the head has gone with the turn's others.
+                Poll::Pending if live.conn.is_queued() => return Poll::Pending,
                 Poll::Pending => {}
             }
         }

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::{DrainWatch, Site};
+use crate::proxy::client::together;
 use crate::worker;
 
 /// A client connection on its way to a worker.
@@ -88,6 +89,8 @@ impl Workers {
                 .name(format!("gateway-worker-{index}"))
                 .spawn(move || {
                     worker::enter(index);
+                    // Every task of this runtime runs on this thread.
+                    let _together = together::enable();
                     runtime.block_on(run(site, rx, stop_rx, worker_open));
                     // Connections still open after the drain close here, with the runtime.
                     drop(runtime);

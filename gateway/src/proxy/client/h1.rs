@@ -21,6 +21,7 @@ use std::fmt::Write as _;
 use std::future::Future as _;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -38,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::PoolInner;
+use super::{together, PoolInner};
 use crate::proxy::body::{BodyError, LimitedBody};
 use crate::proxy::headers::{self, Added, TransferCodings};
 
@@ -123,6 +124,17 @@ pub(crate) struct ConnState {
     /// While a response body waits for the upstream: when that wait becomes a stall.
     /// Set when a read finds nothing (about when the last bytes came), cleared by data.
     silent_until: Option<Instant>,
+    /// The request head, queued to be written together with the turn's others.
+    queued: Option<together::Ticket>,
+}
+
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        // Off the queue before the socket closes: its descriptor may be reused.
+        if let Some(ticket) = self.queued.take() {
+            together::cancel(ticket);
+        }
+    }
 }
 
 /// The socket: whole, or its read half while the write half finishes an upload the
@@ -149,6 +161,7 @@ impl Conn {
             spare: HeaderMap::new(),
             timer: None,
             silent_until: None,
+            queued: None,
         }))
     }
 }
@@ -195,18 +208,39 @@ impl ConnState {
         }
     }
 
-    /// Writes the request on the whole socket (see [`Upload::poll_send`]).
+    /// Writes the request on the whole socket (see [`Upload::poll_send`]). A request
+    /// that is only a head goes out with the turn's others ([`together`]) where the
+    /// thread writes them so.
     pub(crate) fn poll_send(
         &mut self,
         upload: &mut Upload,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ExchangeError>> {
-        match &mut self.io {
-            Io::Whole(io) => upload.poll_send(io, &mut self.write, cx),
-            Io::Reading(_) | Io::Gone => Poll::Ready(Err(ExchangeError::Io(io::Error::other(
+        let Io::Whole(io) = &mut self.io else {
+            return Poll::Ready(Err(ExchangeError::Io(io::Error::other(
                 "the connection's write side is busy elsewhere",
-            )))),
+            ))));
+        };
+        if self.queued.is_some() {
+            match together::poll(&mut self.queued, cx) {
+                together::Outcome::Wrote(n) => upload.wrote(n),
+                together::Outcome::Failed(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                together::Outcome::Failed(e) => return Poll::Ready(Err(e.into())),
+                together::Outcome::Unknown => upload.assume_sent(),
+            }
+        } else if let Upload::Head { head, sent: 0, .. } = upload {
+            self.queued = together::queue(io.as_raw_fd(), head, cx);
+            if self.queued.is_some() {
+                return Poll::Pending;
+            }
         }
+        upload.poll_send(io, &mut self.write, cx)
+    }
+
+    /// True while the request head waits to be written with the turn's others: there
+    /// is no answer to read before it has gone.
+    pub(crate) fn is_queued(&self) -> bool {
+        self.queued.is_some()
     }
 
     /// Splits off the write half, for an upload to go on in a task of its own.
@@ -777,6 +811,23 @@ impl Upload {
         match self {
             Upload::Head { head, sent, .. } => (*sent as u64, *sent < head.len()),
             Upload::Body(s) => (s.received + s.written, s.start != s.end),
+        }
+    }
+
+    /// `n` more bytes of the head have been written (by [`together`]).
+    fn wrote(&mut self, n: usize) {
+        if let Upload::Head { head, sent, .. } = self {
+            *sent = (*sent + n).min(head.len());
+        }
+    }
+
+    /// Whether the head went out is not known ([`together::Outcome::Unknown`]): it
+    /// counts as sent, so it is never sent twice; the response timeout bounds the
+    /// wait for an answer that may not come.
+    fn assume_sent(&mut self) {
+        if let Upload::Head { head, sent, replay } = self {
+            *sent = head.len();
+            *replay = false;
         }
     }
 
@@ -1538,6 +1589,211 @@ mod tests {
         let names: Vec<_> = head.response.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["content-length"]);
         assert!(head.keep_alive);
+    }
+
+    /// Heads written together on this test's thread, or `None` (the test has nothing
+    /// to check) where io_uring is unavailable; `.ci/run` sets
+    /// `GATEWAY_REQUIRE_IO_URING`, so that there it must be available.
+    fn together_here() -> Option<together::Together> {
+        let guard = together::enable();
+        if guard.is_none() {
+            assert!(
+                std::env::var_os("GATEWAY_REQUIRE_IO_URING").is_none(),
+                "io_uring is unavailable"
+            );
+            eprintln!("io_uring is unavailable here: nothing to check");
+        }
+        guard
+    }
+
+    fn only_a_head(text: &str) -> Upload {
+        Upload::Head {
+            head: Bytes::copy_from_slice(text.as_bytes()),
+            sent: 0,
+            replay: true,
+        }
+    }
+
+    async fn send(mut conn: Conn, mut upload: Upload) -> (Conn, Result<(), ExchangeError>) {
+        let sent = std::future::poll_fn(|cx| conn.poll_send(&mut upload, cx)).await;
+        (conn, sent)
+    }
+
+    async fn read_exactly(server: &mut TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0; n];
+        tokio::time::timeout(Duration::from_secs(10), server.read_exact(&mut buf))
+            .await
+            .expect("read in time")
+            .expect("read");
+        buf
+    }
+
+    /// The heads that the tasks of one turn of the run queue send go out in one
+    /// system call, each whole to its own connection.
+    #[tokio::test]
+    async fn heads_sent_in_one_turn_go_out_in_one_system_call() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let mut conns = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..8 {
+            let (conn, server) = connected().await;
+            conns.push(conn);
+            servers.push(server);
+        }
+        let before = together::submissions();
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, conn)| {
+                let head = only_a_head(&format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n"));
+                tokio::spawn(send(conn, head))
+            })
+            .collect();
+        for task in tasks {
+            let (_conn, sent) = task.await.expect("task");
+            sent.expect("sent");
+        }
+        assert_eq!(together::submissions() - before, 1);
+        for (i, server) in servers.iter_mut().enumerate() {
+            let want = format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n");
+            assert_eq!(read_exactly(server, want.len()).await, want.as_bytes());
+        }
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Wakes {
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// A connection closed while its head waits in the queue takes the head off it:
+    /// nothing reaches that upstream, and the task that was to write the queue (the
+    /// first to queue, woken to come back) hands that on to the next in line.
+    #[tokio::test]
+    async fn a_head_queued_on_a_connection_that_closes_is_never_written() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let mut conns = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let (conn, server) = connected().await;
+            conns.push(conn);
+            servers.push(server);
+        }
+        let wakes: Vec<Arc<Wakes>> = (0..3).map(|_| Arc::default()).collect();
+        let wakers: Vec<Waker> = wakes.iter().map(|w| Waker::from(w.clone())).collect();
+        let mut uploads: Vec<Upload> = (0..3)
+            .map(|i| only_a_head(&format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n")))
+            .collect();
+        let before = together::submissions();
+        for (i, (conn, upload)) in conns.iter_mut().zip(&mut uploads).enumerate() {
+            let mut cx = Context::from_waker(&wakers[i]);
+            assert!(conn.poll_send(upload, &mut cx).is_pending());
+        }
+        assert_eq!(
+            wakes.iter().map(|w| w.count()).collect::<Vec<_>>(),
+            [1, 0, 0]
+        );
+
+        let mut conns = conns.into_iter();
+        drop(conns.next());
+        assert_eq!(
+            wakes[1].count(),
+            1,
+            "the next in line is woken to write the queue"
+        );
+        for (i, mut conn) in conns.enumerate().map(|(i, c)| (i + 1, c)) {
+            let mut cx = Context::from_waker(&wakers[i]);
+            assert!(matches!(
+                conn.poll_send(&mut uploads[i], &mut cx),
+                Poll::Ready(Ok(()))
+            ));
+        }
+        assert_eq!(
+            wakes[2].count(),
+            1,
+            "a head written by another task wakes its own"
+        );
+        assert_eq!(together::submissions() - before, 1);
+
+        let mut rest = Vec::new();
+        use tokio::io::AsyncReadExt as _;
+        let read = servers[0].read_to_end(&mut rest);
+        let closed = tokio::time::timeout(Duration::from_secs(10), read).await;
+        assert_eq!(
+            closed.expect("read in time").expect("read"),
+            0,
+            "nothing reached it"
+        );
+        for (i, server) in servers.iter_mut().enumerate().skip(1) {
+            let want = format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n");
+            assert_eq!(read_exactly(server, want.len()).await, want.as_bytes());
+        }
+    }
+
+    /// A head larger than the socket takes at once goes partly in the queue's write
+    /// and the rest as usual, in order and whole.
+    #[tokio::test]
+    async fn a_head_partly_written_together_is_finished_as_usual() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let (conn, mut server) = connected().await;
+        let big: Vec<u8> = (0..32usize << 20).map(|i| (i % 251) as u8).collect();
+        let upload = Upload::Head {
+            head: Bytes::from(big.clone()),
+            sent: 0,
+            replay: true,
+        };
+        let before = together::submissions();
+        let task = tokio::spawn(send(conn, upload));
+        assert!(read_exactly(&mut server, big.len()).await == big);
+        task.await.expect("task").1.expect("sent");
+        assert_eq!(together::submissions() - before, 1);
+    }
+
+    /// A write the upstream refuses (it reset the connection) fails the exchange as
+    /// a plain write would.
+    #[tokio::test]
+    async fn a_refused_write_in_the_queue_is_an_error() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let (conn, server) = connected().await;
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(server);
+        let before = together::submissions();
+        let (_conn, sent) = send(conn, only_a_head("GET / HTTP/1.1\r\nhost: a\r\n\r\n")).await;
+        match sent {
+            Err(ExchangeError::Io(e)) => assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ),
+                "{e}"
+            ),
+            other => panic!("expected a write error, got {other:?}"),
+        }
+        assert_eq!(together::submissions() - before, 1);
     }
 
     /// Reads grow while they fill the buffer (as hyper's do), and a connection going
