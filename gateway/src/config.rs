@@ -67,6 +67,10 @@ pub struct Server {
     pub max_request_headers: usize,
     /// Peers whose `X-Forwarded-*` headers are kept and extended.
     pub trusted_proxies: Vec<IpNet>,
+    /// Request heads that one turn of a worker sends upstream go out in one io_uring
+    /// submission (where the kernel allows io_uring) instead of a write each. Read at
+    /// startup.
+    pub io_uring: bool,
 }
 
 /// How the gateway logs.

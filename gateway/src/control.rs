@@ -186,6 +186,13 @@ fn keep_fixed_settings(current: &Config, new: &mut Config, head_buffer: usize) -
             current.listen.admin, new.listen.admin
         ));
     }
+    if new.server.io_uring != current.server.io_uring {
+        out.push(format!(
+            "server.io_uring changed from {} to {}",
+            current.server.io_uring, new.server.io_uring
+        ));
+        new.server.io_uring = current.server.io_uring;
+    }
     if new.log.format != current.log.format {
         out.push(format!(
             "log.format changed from {:?} to {:?}",

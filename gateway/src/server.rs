@@ -150,6 +150,7 @@ pub(crate) async fn serve(
     };
     // Serving in place on a single-threaded runtime: every task runs on this thread.
     let in_place = workers <= 1
+        && shared.snapshot.load().config.server.io_uring
         && tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::CurrentThread;
     let _together = in_place.then(together::enable).flatten();

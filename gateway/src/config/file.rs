@@ -40,6 +40,7 @@ pub(crate) struct Server {
     pub(crate) max_request_headers: Option<Spanned<Size>>,
     #[serde(default)]
     pub(crate) trusted_proxies: Vec<Spanned<String>>,
+    pub(crate) io_uring: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

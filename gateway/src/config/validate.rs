@@ -171,6 +171,7 @@ impl Validator<'_> {
             ))
             .unwrap_or(usize::MAX),
             trusted_proxies,
+            io_uring: raw.io_uring.unwrap_or(true),
         }
     }
 

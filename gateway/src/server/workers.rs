@@ -72,6 +72,7 @@ impl Workers {
     /// Starts `n` worker threads, each with its own single-threaded runtime.
     pub(crate) fn start(n: usize, site: &Site) -> std::io::Result<Self> {
         let (stop, stop_rx) = watch::channel(());
+        let io_uring = site.shared.snapshot.load().config.server.io_uring;
         let mut workers = Vec::with_capacity(n);
         let mut stopped = Vec::with_capacity(n);
         for index in 0..n {
@@ -90,7 +91,7 @@ impl Workers {
                 .spawn(move || {
                     worker::enter(index);
                     // Every task of this runtime runs on this thread.
-                    let _together = together::enable();
+                    let _together = io_uring.then(together::enable).flatten();
                     runtime.block_on(run(site, rx, stop_rx, worker_open));
                     // Connections still open after the drain close here, with the runtime.
                     drop(runtime);

@@ -147,6 +147,33 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
     );
 }
 
+/// `server.io_uring = false` writes request heads one by one, and serves as well; the
+/// setting is read at startup, so a reload that changes it is reported as needing a
+/// restart.
+#[tokio::test]
+async fn io_uring_can_be_turned_off_and_a_reload_cannot_turn_it_on() {
+    let a = FakeUpstream::start("a").await;
+    let body = [upstream("a", &[&a], ""), route("a", "/a", "a", "")].concat();
+    let gw = TestGateway::start(&format!("[server]\nio_uring = false\n{body}")).await;
+    let c = Client::default();
+    assert_eq!(c.get(&gw.url("/a")).await.status, 200);
+    let posted = c
+        .request(Method::POST, &gw.url("/a"), &[], "an order")
+        .await;
+    assert_eq!(posted.status, 200);
+
+    gw.write_config(&format!("[server]\nio_uring = true\n{body}"));
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 200, "{report}");
+    let restart = report["restart_required"].as_array().unwrap();
+    assert_eq!(restart.len(), 1, "{report}");
+    assert!(
+        restart[0].as_str().unwrap().contains("server.io_uring"),
+        "{report}"
+    );
+    assert_eq!(c.get(&gw.url("/a")).await.status, 200);
+}
+
 /// hyper's read buffer for request heads is sized once, from `max_request_headers` at
 /// startup: a reload may raise the limit within that buffer, but not past it (heads
 /// between the two would get hyper's bare 431). That needs a restart, reported as

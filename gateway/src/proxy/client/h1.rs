@@ -229,7 +229,12 @@ impl ConnState {
                 together::Outcome::Unknown => upload.assume_sent(),
             }
         } else if let Upload::Head { head, sent: 0, .. } = upload {
-            self.queued = together::queue(io.as_raw_fd(), head, cx);
+            // SAFETY: the socket closes only with `self`, whose `Drop` gives the
+            // ticket back first; `io` is not replaced while a ticket is out (no
+            // upload splits the socket before its head has been written).
+            #[allow(unsafe_code)]
+            let queued = unsafe { together::queue(io.as_raw_fd(), head, cx) };
+            self.queued = queued;
             if self.queued.is_some() {
                 return Poll::Pending;
             }
@@ -245,6 +250,8 @@ impl ConnState {
 
     /// Splits off the write half, for an upload to go on in a task of its own.
     fn split_writer(&mut self) -> Option<OwnedWriteHalf> {
+        // Only an upload splits the socket, and only a head-only request is queued.
+        debug_assert!(self.queued.is_none(), "split while a head is queued");
         match std::mem::replace(&mut self.io, Io::Gone) {
             Io::Whole(io) => {
                 let (read, write) = io.into_split();

@@ -100,9 +100,15 @@ pub(crate) fn enable() -> Option<Together> {
 }
 
 /// Queues `head` to be written to `fd`; `None` when heads are written one by one on
-/// this thread. The caller keeps `fd` open until it gives the ticket back, and polls
-/// the ticket next time it is polled.
-pub(crate) fn queue(fd: RawFd, head: &Bytes, cx: &Context<'_>) -> Option<Ticket> {
+/// this thread. The caller polls the ticket next time it is polled.
+///
+/// # Safety
+///
+/// `fd` must stay open, as the same socket, until the ticket has been given back
+/// through [`poll`] or [`cancel`]: the write happens in between, and a descriptor
+/// closed and reused meanwhile would receive the head.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn queue(fd: RawFd, head: &Bytes, cx: &Context<'_>) -> Option<Ticket> {
     QUEUE.with(|q| {
         let mut q = q.borrow_mut();
         let q = q.as_mut().filter(|q| q.users > 0 && !q.broken)?;
@@ -253,7 +259,7 @@ impl Queue {
                     .user_data(i as u64);
                 // SAFETY: the head's bytes live in `batch` until every completion
                 // has been reaped below (or are leaked by the caller when the ring
-                // fails); the caller keeps the socket open until its ticket is back.
+                // fails); the descriptor is open (`queue`'s contract).
                 #[allow(unsafe_code)]
                 let pushed = unsafe { sq.push(&send) };
                 if pushed.is_ok() {
