@@ -1776,6 +1776,32 @@ mod tests {
         assert_eq!(together::submissions() - before, 1);
     }
 
+    /// When the submission itself fails, whether the kernel wrote the head is not
+    /// known: it counts as sent and never goes again (nor to another connection), and
+    /// the thread writes later heads one by one.
+    #[tokio::test]
+    async fn a_head_whose_submission_failed_is_never_sent_twice() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let (mut conn, _server) = connected().await;
+        together::fail_next_submission();
+        let mut upload = only_a_head("GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        let sent = std::future::poll_fn(|cx| conn.poll_send(&mut upload, cx)).await;
+        sent.expect("counted as sent");
+        assert!(upload.is_sent());
+        assert!(!upload.rewind(), "not to be replayed elsewhere");
+
+        let (mut conn, _server) = connected().await;
+        let mut upload = only_a_head("GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        let mut cx = Context::from_waker(Waker::noop());
+        let sent = conn.poll_send(&mut upload, &mut cx);
+        assert!(
+            matches!(sent, Poll::Ready(Ok(()))) && !conn.is_queued(),
+            "a head on a thread whose ring failed is written at once"
+        );
+    }
+
     /// A write the upstream refuses (it reset the connection) fails the exchange as
     /// a plain write would.
     #[tokio::test]

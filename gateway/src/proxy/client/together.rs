@@ -79,7 +79,7 @@ pub(crate) fn enable() -> Option<Together> {
                     .setup_submit_all()
                     .build(RING_ENTRIES)
                     .inspect_err(|e| {
-                        tracing::debug!(
+                        tracing::info!(
                             "io_uring unavailable ({e}); request heads are written one by one"
                         )
                     })
@@ -92,6 +92,8 @@ pub(crate) fn enable() -> Option<Together> {
                     submissions: 0,
                     users: 1,
                     broken: false,
+                    #[cfg(test)]
+                    fail_next: false,
                 });
             }
         }
@@ -168,6 +170,16 @@ pub(crate) fn submissions() -> u64 {
     QUEUE.with(|q| q.borrow().as_ref().map_or(0, |q| q.submissions))
 }
 
+/// Makes this thread's next submission fail, as if `io_uring_enter` had.
+#[cfg(test)]
+pub(crate) fn fail_next_submission() {
+    QUEUE.with(|q| {
+        if let Some(q) = q.borrow_mut().as_mut() {
+            q.fail_next = true;
+        }
+    });
+}
+
 /// Gives a ticket back unpolled: its connection is closing. A head still queued is
 /// taken off the queue unsent.
 pub(crate) fn cancel(ticket: Ticket) {
@@ -203,6 +215,9 @@ struct Queue {
     users: usize,
     /// The ring failed once and is not used again.
     broken: bool,
+    /// Fails the next submission, for a test of what follows.
+    #[cfg(test)]
+    fail_next: bool,
 }
 
 struct Queued {
@@ -268,6 +283,10 @@ impl Queue {
                     self.done[first + i].1 = Outcome::Failed(io::ErrorKind::WouldBlock.into());
                 }
             }
+        }
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next) {
+            return false;
         }
         while waiting > 0 {
             self.submissions += 1;
