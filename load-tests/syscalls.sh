@@ -28,7 +28,7 @@ RATE=${RATE:-5000}
 CONNS=${CONNS:-32}
 DURATION=${DURATION:-10}
 EVENTS=context-switches,cpu-migrations,task-clock
-for call in epoll_wait futex recvfrom writev read write sendto; do
+for call in epoll_wait futex recvfrom writev read write sendto io_uring_enter; do
     EVENTS+=",syscalls:sys_enter_$call"
 done
 need_tools oha nginx perf curl

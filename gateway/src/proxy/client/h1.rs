@@ -221,29 +221,36 @@ impl ConnState {
                 "the connection's write side is busy elsewhere",
             ))));
         };
+        if self.queued.is_none() {
+            if let Upload::Head { head, sent: 0, .. } = upload {
+                // SAFETY: the socket closes only with `self`, whose `Drop` gives the
+                // ticket back first; `io` is not replaced while a ticket is out (no
+                // upload splits the socket before its head has been written).
+                #[allow(unsafe_code)]
+                let queued = unsafe { together::queue(io.as_raw_fd(), head, cx) };
+                self.queued = queued;
+                // Woken by the answer once the head has gone whole (the queue wakes
+                // the task only for any other outcome); something there already is
+                // no reason to wait for the turn's others.
+                if self.queued.is_some() && io.poll_read_ready(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
         if self.queued.is_some() {
             match together::poll(&mut self.queued, cx) {
+                together::Outcome::All => upload.wrote_all(),
                 together::Outcome::Wrote(n) => upload.wrote(n),
                 together::Outcome::Failed(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 together::Outcome::Failed(e) => return Poll::Ready(Err(e.into())),
                 together::Outcome::Unknown => upload.assume_sent(),
             }
-        } else if let Upload::Head { head, sent: 0, .. } = upload {
-            // SAFETY: the socket closes only with `self`, whose `Drop` gives the
-            // ticket back first; `io` is not replaced while a ticket is out (no
-            // upload splits the socket before its head has been written).
-            #[allow(unsafe_code)]
-            let queued = unsafe { together::queue(io.as_raw_fd(), head, cx) };
-            self.queued = queued;
-            if self.queued.is_some() {
-                return Poll::Pending;
-            }
         }
         upload.poll_send(io, &mut self.write, cx)
     }
 
-    /// True while the request head waits to be written with the turn's others: there
-    /// is no answer to read before it has gone.
+    /// True while the request head is in the queue of heads written together (or its
+    /// outcome not yet taken): there is no answer to read before it has gone.
     pub(crate) fn is_queued(&self) -> bool {
         self.queued.is_some()
     }
@@ -825,6 +832,13 @@ impl Upload {
     fn wrote(&mut self, n: usize) {
         if let Upload::Head { head, sent, .. } = self {
             *sent = (*sent + n).min(head.len());
+        }
+    }
+
+    /// All of the head has been written (by [`together`]).
+    fn wrote_all(&mut self) {
+        if let Upload::Head { head, sent, .. } = self {
+            *sent = head.len();
         }
     }
 
@@ -1659,15 +1673,22 @@ mod tests {
                 tokio::spawn(send(conn, head))
             })
             .collect();
-        for task in tasks {
-            let (_conn, sent) = task.await.expect("task");
-            sent.expect("sent");
-        }
-        assert_eq!(together::submissions() - before, 1);
         for (i, server) in servers.iter_mut().enumerate() {
             let want = format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n");
             assert_eq!(read_exactly(server, want.len()).await, want.as_bytes());
+            // A task whose head went whole is woken by its answer, as in an exchange.
+            tokio::io::AsyncWriteExt::write_all(server, b"H")
+                .await
+                .expect("answer");
         }
+        for task in tasks {
+            let (_conn, sent) = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("in time")
+                .expect("task");
+            sent.expect("sent");
+        }
+        assert_eq!(together::submissions() - before, 1);
     }
 
     /// Counts its wake-ups.
@@ -1726,18 +1747,19 @@ mod tests {
             1,
             "the next in line is woken to write the queue"
         );
-        for (i, mut conn) in conns.enumerate().map(|(i, c)| (i + 1, c)) {
-            let mut cx = Context::from_waker(&wakers[i]);
-            assert!(matches!(
-                conn.poll_send(&mut uploads[i], &mut cx),
-                Poll::Ready(Ok(()))
-            ));
-        }
+        let mut conns: Vec<Conn> = conns.collect();
+        let mut cx = Context::from_waker(&wakers[1]);
+        let sent = conns[0].poll_send(&mut uploads[1], &mut cx);
+        assert!(matches!(sent, Poll::Ready(Ok(()))));
+        assert_eq!(together::submissions() - before, 1);
         assert_eq!(
             wakes[2].count(),
-            1,
-            "a head written by another task wakes its own"
+            0,
+            "a whole write wakes no one: the answer will"
         );
+        let mut cx = Context::from_waker(&wakers[2]);
+        let sent = conns[1].poll_send(&mut uploads[2], &mut cx);
+        assert!(matches!(sent, Poll::Ready(Ok(()))));
         assert_eq!(together::submissions() - before, 1);
 
         let mut rest = Vec::new();
@@ -1753,6 +1775,34 @@ mod tests {
             let want = format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n");
             assert_eq!(read_exactly(server, want.len()).await, want.as_bytes());
         }
+    }
+
+    /// A connection that has something to read already (an early answer, a close)
+    /// does not wait for the turn's other heads: its head goes at once.
+    #[tokio::test]
+    async fn a_head_on_a_connection_with_something_to_read_goes_at_once() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let (mut conn, mut server) = connected().await;
+        tokio::io::AsyncWriteExt::write_all(&mut server, b"HTTP/1.1 408")
+            .await
+            .expect("early");
+        let Io::Whole(io) = &conn.io else {
+            panic!("a new connection is whole");
+        };
+        let ready = tokio::time::timeout(Duration::from_secs(10), io.readable()).await;
+        ready.expect("readable in time").expect("readable");
+        let before = together::submissions();
+        let mut upload = only_a_head("GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            conn.poll_send(&mut upload, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(together::submissions() - before, 1);
+        let want = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        assert_eq!(read_exactly(&mut server, want.len()).await, want);
     }
 
     /// A head larger than the socket takes at once goes partly in the queue's write

@@ -28,6 +28,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Waker};
 
 use bytes::Bytes;
@@ -41,10 +42,17 @@ thread_local! {
     static QUEUE: RefCell<Option<Queue>> = const { RefCell::new(None) };
 }
 
-/// A queued head's claim on its write's result; given back through [`poll`] or
+/// A queued head's claim on its write's outcome; given back through [`poll`] or
 /// [`cancel`].
 #[derive(Debug)]
-pub(crate) struct Ticket(u64);
+pub(crate) struct Ticket {
+    /// The queue it was issued by ([`Queue::id`]).
+    queue: u64,
+    n: u64,
+}
+
+/// Numbers the queues of all threads, so that a ticket names its own.
+static QUEUES: AtomicU64 = AtomicU64::new(0);
 
 /// Keeps heads written together on this thread while it lives.
 #[derive(Debug)]
@@ -86,9 +94,12 @@ pub(crate) fn enable() -> Option<Together> {
                     .ok()?;
                 *q = Some(Queue {
                     ring,
+                    id: QUEUES.fetch_add(1, Ordering::Relaxed),
                     queued: Vec::new(),
+                    outcomes: Vec::new(),
                     done: Vec::new(),
                     next: 0,
+                    submitted: 0,
                     submissions: 0,
                     users: 1,
                     broken: false,
@@ -102,7 +113,9 @@ pub(crate) fn enable() -> Option<Together> {
 }
 
 /// Queues `head` to be written to `fd`; `None` when heads are written one by one on
-/// this thread. The caller polls the ticket next time it is polled.
+/// this thread. The write is submitted when a queued task is next polled: the first
+/// of a turn is woken for that now. A write that takes the whole head wakes no one
+/// (its task waits for the answer); any other outcome wakes the task that queued it.
 ///
 /// # Safety
 ///
@@ -118,22 +131,24 @@ pub(crate) unsafe fn queue(fd: RawFd, head: &Bytes, cx: &Context<'_>) -> Option<
             // The first of a turn: polled again after the turn's other tasks.
             cx.waker().wake_by_ref();
         }
-        let ticket = q.next;
-        q.next = q.next.wrapping_add(1);
+        let n = q.next;
+        q.next += 1;
         q.queued.push(Queued {
-            ticket,
+            ticket: n,
             fd,
             head: head.clone(),
             waker: cx.waker().clone(),
         });
-        Some(Ticket(ticket))
+        Some(Ticket { queue: q.id, n })
     })
 }
 
 /// What became of a queued head's write.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// This many bytes of it went out (possibly not all).
+    /// All of it went out.
+    All,
+    /// This many bytes of it went out, not all.
     Wrote(usize),
     /// None of it went out: the error a plain write would have given (`WouldBlock`:
     /// write it as usual).
@@ -143,25 +158,29 @@ pub(crate) enum Outcome {
     Unknown,
 }
 
-/// The write's outcome once the queue has been submitted: submits it now when the
-/// ticket's head is still queued. Empties `ticket`.
+/// The write's outcome: submits the queue now when the ticket's head is still in it.
+/// Empties `ticket`.
 pub(crate) fn poll(ticket: &mut Option<Ticket>, cx: &Context<'_>) -> Outcome {
-    let Some(Ticket(t)) = ticket.take() else {
+    let Some(t) = ticket.take() else {
         return Outcome::Failed(io::ErrorKind::WouldBlock.into());
     };
-    let outcome = QUEUE.with(|q| {
+    QUEUE.with(|q| {
         let mut q = q.borrow_mut();
-        let queue = q.as_mut()?;
-        let ring_ok = !queue.queued.iter().any(|e| e.ticket == t) || queue.submit(cx.waker());
-        let i = queue.done.iter().position(|(done, _)| *done == t);
-        let outcome = i.map(|i| queue.done.swap_remove(i).1);
-        // The ring failed: heads go one by one from now on (the outcomes already
-        // kept stay for their tasks).
-        queue.broken |= !ring_ok;
-        outcome
-    });
-    // Not found: the queue went with its thread's guard, and nothing was written.
-    outcome.unwrap_or_else(|| Outcome::Failed(io::ErrorKind::WouldBlock.into()))
+        let Some(queue) = q.as_mut().filter(|q| q.id == t.queue) else {
+            // Only tasks of a single-threaded runtime queue heads, so a ticket is
+            // polled on the thread that issued it; were it not, nothing is known.
+            debug_assert!(false, "a ticket polled on another thread");
+            return Outcome::Unknown;
+        };
+        if t.n >= queue.submitted {
+            queue.submit(cx.waker());
+        }
+        match queue.done.iter().position(|(n, _)| *n == t.n) {
+            Some(i) => queue.done.swap_remove(i).1,
+            // Submitted, and only whole writes are not kept.
+            None => Outcome::All,
+        }
+    })
 }
 
 /// `io_uring_enter` calls this thread has made for request heads.
@@ -186,8 +205,13 @@ pub(crate) fn cancel(ticket: Ticket) {
     // `try_with`: a connection may close while the thread's locals are torn down.
     let _ = QUEUE.try_with(|q| {
         let mut q = q.borrow_mut();
-        let Some(q) = q.as_mut() else { return };
-        if let Some(i) = q.queued.iter().position(|e| e.ticket == ticket.0) {
+        let Some(q) = q.as_mut().filter(|q| q.id == ticket.queue) else {
+            return;
+        };
+        if ticket.n >= q.submitted {
+            let Some(i) = q.queued.iter().position(|e| e.ticket == ticket.n) else {
+                return;
+            };
             q.queued.remove(i);
             // The first queued task was the one to be polled again; hand that on.
             if i == 0 {
@@ -195,7 +219,7 @@ pub(crate) fn cancel(ticket: Ticket) {
                     next.waker.wake_by_ref();
                 }
             }
-        } else if let Some(i) = q.done.iter().position(|(done, _)| *done == ticket.0) {
+        } else if let Some(i) = q.done.iter().position(|(n, _)| *n == ticket.n) {
             q.done.swap_remove(i);
         }
     });
@@ -204,11 +228,19 @@ pub(crate) fn cancel(ticket: Ticket) {
 /// One thread's queue and ring.
 struct Queue {
     ring: IoUring,
+    /// Tells this queue's tickets from another thread's.
+    id: u64,
+    /// Heads not submitted yet, in ticket order.
     queued: Vec<Queued>,
-    /// Outcomes of submitted writes, until their tasks take them.
+    /// Scratch: the outcomes of one submission, in queue order.
+    outcomes: Vec<Option<Outcome>>,
+    /// Outcomes other than [`Outcome::All`], until their tasks take them (each was
+    /// woken to); a whole write is the absence of its ticket here.
     done: Vec<(u64, Outcome)>,
-    /// Numbers tickets, never reused on the thread.
+    /// The next ticket's number: tickets are never reused on the thread.
     next: u64,
+    /// Every ticket below this has been submitted (or cancelled before).
+    submitted: u64,
     /// `io_uring_enter` calls made, for tests to see what went together.
     submissions: u64,
     /// Live [`Together`] guards: heads are queued while there is one.
@@ -229,41 +261,46 @@ struct Queued {
 }
 
 impl Queue {
-    /// Writes every queued head, wakes their tasks (but the caller's, `current`) and
-    /// keeps the outcomes for them. False when the ring failed: the outcomes not
-    /// reaped are [`Outcome::Unknown`], and the ring must not be used again.
-    fn submit(&mut self, current: &Waker) -> bool {
+    /// Writes every queued head. Whole writes are done with; any other outcome is
+    /// kept for its task, which is woken (but the caller's, `current`). When the ring
+    /// fails, the heads it may have taken count as [`Outcome::Unknown`] and the rest
+    /// as not written, and the ring is not used again.
+    fn submit(&mut self, current: &Waker) {
         let mut queued = std::mem::take(&mut self.queued);
-        let mut ok = true;
+        self.submitted = self.next;
         for batch in queued.chunks(RING_ENTRIES as usize) {
-            let first = self.done.len();
-            ok = ok && self.write_all(batch);
-            for (entry, done) in batch.iter().zip(&mut self.done[first..]) {
-                done.0 = entry.ticket;
-                if !entry.waker.will_wake(current) {
-                    entry.waker.wake_by_ref();
-                }
-            }
-            if !ok {
+            let tried = !self.broken;
+            if tried && !self.write_all(batch) {
+                self.broken = true;
+                tracing::error!("io_uring failed; request heads are written one by one");
                 // The kernel may still read these heads: their bytes must outlive
                 // any write still in its hands.
                 std::mem::forget(batch.iter().map(|q| q.head.clone()).collect::<Vec<_>>());
+            }
+            for (i, entry) in batch.iter().enumerate() {
+                let outcome = match self.outcomes.get_mut(i).and_then(Option::take) {
+                    _ if !tried => Outcome::Failed(io::ErrorKind::WouldBlock.into()),
+                    Some(Outcome::Wrote(n)) if n == entry.head.len() => continue,
+                    Some(outcome) => outcome,
+                    None => Outcome::Unknown,
+                };
+                self.done.push((entry.ticket, outcome));
+                if !entry.waker.will_wake(current) {
+                    entry.waker.wake_by_ref();
+                }
             }
         }
         queued.clear();
         // Keeps the allocation for the next turn.
         self.queued = queued;
-        ok
     }
 
-    /// One `io_uring_enter` for up to [`RING_ENTRIES`] writes; their outcomes are
-    /// pushed onto `done` in order (with tickets for the caller to fill in). False
-    /// when the submission failed.
+    /// One `io_uring_enter` for up to [`RING_ENTRIES`] writes; their outcomes go to
+    /// `outcomes`, in order (`None`: not known). False when the submission failed.
     fn write_all(&mut self, batch: &[Queued]) -> bool {
-        let first = self.done.len();
-        self.done
-            .extend(batch.iter().map(|_| (0, Outcome::Unknown)));
-        let mut waiting = 0;
+        self.outcomes.clear();
+        self.outcomes.resize_with(batch.len(), || None);
+        let mut waiting = 0usize;
         {
             let mut sq = self.ring.submission();
             for (i, entry) in batch.iter().enumerate() {
@@ -280,7 +317,7 @@ impl Queue {
                 if pushed.is_ok() {
                     waiting += 1;
                 } else {
-                    self.done[first + i].1 = Outcome::Failed(io::ErrorKind::WouldBlock.into());
+                    self.outcomes[i] = Some(Outcome::Failed(io::ErrorKind::WouldBlock.into()));
                 }
             }
         }
@@ -294,23 +331,23 @@ impl Queue {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::error!("io_uring_enter failed ({e}); writing heads one by one");
+                    tracing::error!("io_uring_enter: {e}");
                     return false;
                 }
             }
             for cqe in self.ring.completion() {
-                let Some(done) = usize::try_from(cqe.user_data())
-                    .ok()
-                    .and_then(|i| self.done.get_mut(first + i))
-                else {
-                    continue;
-                };
+                waiting = waiting.saturating_sub(1);
                 let res = cqe.result();
-                done.1 = match usize::try_from(res) {
+                let outcome = match usize::try_from(res) {
                     Ok(n) => Outcome::Wrote(n),
                     Err(_) => Outcome::Failed(io::Error::from_raw_os_error(-res)),
                 };
-                waiting -= 1;
+                if let Some(slot) = usize::try_from(cqe.user_data())
+                    .ok()
+                    .and_then(|i| self.outcomes.get_mut(i))
+                {
+                    *slot = Some(outcome);
+                }
             }
         }
         true
