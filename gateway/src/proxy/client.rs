@@ -12,6 +12,10 @@
 //! meanwhile is noticed when it is taken, at no cost while nothing has arrived on it.
 
 mod h1;
+#[cfg(target_os = "linux")]
+pub(crate) mod together;
+#[cfg(not(target_os = "linux"))]
+#[path = "client/together_elsewhere.rs"]
 pub(crate) mod together;
 
 use std::future::Future;

@@ -1826,30 +1826,65 @@ mod tests {
         assert_eq!(together::submissions() - before, 1);
     }
 
-    /// When the submission itself fails, whether the kernel wrote the head is not
-    /// known: it counts as sent and never goes again (nor to another connection), and
-    /// the thread writes later heads one by one.
+    /// A submission that fails before the kernel took the heads leaves them unsent:
+    /// each goes as a plain write, once; the thread writes later heads one by one.
     #[tokio::test]
-    async fn a_head_whose_submission_failed_is_never_sent_twice() {
+    async fn a_head_whose_submission_failed_goes_once_as_usual() {
         let Some(_together) = together_here() else {
             return;
         };
-        let (mut conn, _server) = connected().await;
-        together::fail_next_submission();
-        let mut upload = only_a_head("GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        let (mut conn, mut server) = connected().await;
+        together::fail_next_submission(false);
+        let mut upload = only_a_head("GET /1 HTTP/1.1\r\nhost: a\r\n\r\n");
         let sent = std::future::poll_fn(|cx| conn.poll_send(&mut upload, cx)).await;
-        sent.expect("counted as sent");
+        sent.expect("sent");
         assert!(upload.is_sent());
-        assert!(!upload.rewind(), "not to be replayed elsewhere");
-
-        let (mut conn, _server) = connected().await;
-        let mut upload = only_a_head("GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        drop(conn);
+        let (mut conn, mut second) = connected().await;
+        let mut upload = only_a_head("GET /2 HTTP/1.1\r\nhost: a\r\n\r\n");
         let mut cx = Context::from_waker(Waker::noop());
         let sent = conn.poll_send(&mut upload, &mut cx);
         assert!(
             matches!(sent, Poll::Ready(Ok(()))) && !conn.is_queued(),
             "a head on a thread whose ring failed is written at once"
         );
+        drop(conn);
+        for (server, path) in [(&mut server, "1"), (&mut second, "2")] {
+            let mut all = Vec::new();
+            let read = tokio::io::AsyncReadExt::read_to_end(server, &mut all);
+            tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("read in time")
+                .expect("read");
+            assert_eq!(
+                all,
+                format!("GET /{path} HTTP/1.1\r\nhost: a\r\n\r\n").as_bytes()
+            );
+        }
+    }
+
+    /// When the ring fails after it took the heads, whether the kernel wrote one is
+    /// not known: it counts as sent and never goes again, nor to another connection.
+    #[tokio::test]
+    async fn a_head_whose_fate_is_unknown_is_never_sent_twice() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let (mut conn, mut server) = connected().await;
+        together::fail_next_submission(true);
+        let mut upload = only_a_head("GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        let sent = std::future::poll_fn(|cx| conn.poll_send(&mut upload, cx)).await;
+        sent.expect("counted as sent");
+        assert!(upload.is_sent());
+        assert!(!upload.rewind(), "not to be replayed elsewhere");
+        drop(conn);
+        let mut all = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut server, &mut all);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("read in time")
+            .expect("read");
+        assert_eq!(all, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", "once");
     }
 
     /// A write the upstream refuses (it reset the connection) fails the exchange as

@@ -20,15 +20,18 @@
 //! connection dropped meanwhile takes its head off the queue ([`cancel`]), and the
 //! file descriptor is never written after its socket has closed.
 //!
-//! Only on threads that serve on a single-threaded runtime ([`enable`]): there every
-//! task of the runtime runs on the thread that holds the queue. Where io_uring cannot
-//! be set up (an old kernel, or a seccomp profile that refuses it, as Docker's default
+//! A queue belongs to the thread that enabled it ([`enable`]: a worker thread, or the
+//! thread serving in place on a single-threaded runtime), so that a turn's heads meet
+//! in it. A ticket holds its own queue, behind a lock taken for a few instructions,
+//! so that a connection dropped, or a task polled, on another thread still finds it:
+//! no head is ever left queued for a socket that has closed. Where io_uring cannot be
+//! set up (an old kernel, or a seccomp profile that refuses it, as Docker's default
 //! does), [`enable`] says no and heads are written one at a time as before.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
 
 use bytes::Bytes;
@@ -39,76 +42,86 @@ use io_uring::{opcode, types, IoUring};
 const RING_ENTRIES: u32 = 128;
 
 thread_local! {
-    static QUEUE: RefCell<Option<Queue>> = const { RefCell::new(None) };
+    /// This thread's queue, while a [`Together`] guard is on.
+    static CURRENT: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// A queue, shared by the thread that fills it and the tickets it issued.
+type Shared = Arc<Mutex<Queue>>;
+
+fn lock(queue: &Shared) -> MutexGuard<'_, Queue> {
+    // Nothing a panic could leave half done matters to the next writer.
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A queued head's claim on its write's outcome; given back through [`poll`] or
 /// [`cancel`].
 #[derive(Debug)]
 pub(crate) struct Ticket {
-    /// The queue it was issued by ([`Queue::id`]).
-    queue: u64,
+    queue: Shared,
     n: u64,
 }
 
-/// Numbers the queues of all threads, so that a ticket names its own.
-static QUEUES: AtomicU64 = AtomicU64::new(0);
-
-/// Keeps heads written together on this thread while it lives.
+/// Keeps heads written together on the thread that made it while it lives.
 #[derive(Debug)]
-pub(crate) struct Together(());
+pub(crate) struct Together(Shared);
 
 impl Drop for Together {
     fn drop(&mut self) {
         // No more heads are queued once the last guard has gone. The queue itself
-        // stays with the thread: a head already queued is still written when its
-        // task polls, and a written one's outcome is still there for it (taking it
-        // away could have a head written twice).
-        let _ = QUEUE.try_with(|q| {
-            if let Some(q) = q.borrow_mut().as_mut() {
-                q.users -= 1;
-            }
-        });
+        // stays while tickets hold it: a head already queued is still written when
+        // its task polls, and an outcome kept is still there for its task.
+        let mut q = lock(&self.0);
+        q.users -= 1;
+        if q.users == 0 {
+            drop(q);
+            let _ = CURRENT.try_with(|c| {
+                let mut c = c.borrow_mut();
+                if c.as_ref().is_some_and(|mine| Arc::ptr_eq(mine, &self.0)) {
+                    *c = None;
+                }
+            });
+        }
     }
 }
 
 /// Writes request heads together on this thread from now on, while the returned
-/// guard lives (guards nest: one per gateway serving on the thread). Call it only on
-/// a thread whose tasks all run on it (a single-threaded runtime's). `None` when
-/// io_uring is not available here.
+/// guard lives (guards nest: one per gateway serving on the thread). Meant for a
+/// thread whose tasks all run on it (a single-threaded runtime's), where a turn's
+/// heads meet. `None` when io_uring is not available here.
 pub(crate) fn enable() -> Option<Together> {
-    QUEUE.with(|q| {
-        let mut q = q.borrow_mut();
-        match q.as_mut() {
-            Some(q) if q.broken => return None,
-            Some(q) => q.users += 1,
-            None => {
-                let ring = IoUring::builder()
-                    .setup_submit_all()
-                    .build(RING_ENTRIES)
-                    .inspect_err(|e| {
-                        tracing::info!(
-                            "io_uring unavailable ({e}); request heads are written one by one"
-                        )
-                    })
-                    .ok()?;
-                *q = Some(Queue {
-                    ring,
-                    id: QUEUES.fetch_add(1, Ordering::Relaxed),
-                    queued: Vec::new(),
-                    outcomes: Vec::new(),
-                    done: Vec::new(),
-                    next: 0,
-                    submitted: 0,
-                    submissions: 0,
-                    users: 1,
-                    broken: false,
-                    #[cfg(test)]
-                    fail_next: false,
-                });
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(queue) = c.as_ref() {
+            let mut q = lock(queue);
+            if q.broken {
+                return None;
             }
+            q.users += 1;
+            return Some(Together(queue.clone()));
         }
-        Some(Together(()))
+        let ring = IoUring::builder()
+            .setup_submit_all()
+            .build(RING_ENTRIES)
+            .inspect_err(|e| {
+                tracing::info!("io_uring unavailable ({e}); request heads are written one by one")
+            })
+            .ok()?;
+        let queue = Arc::new(Mutex::new(Queue {
+            ring,
+            queued: Vec::new(),
+            outcomes: Vec::new(),
+            done: Vec::new(),
+            next: 0,
+            submitted: 0,
+            submissions: 0,
+            users: 1,
+            broken: false,
+            #[cfg(test)]
+            fail_next: None,
+        }));
+        *c = Some(queue.clone());
+        Some(Together(queue))
     })
 }
 
@@ -124,23 +137,25 @@ pub(crate) fn enable() -> Option<Together> {
 /// closed and reused meanwhile would receive the head.
 #[allow(unsafe_code)]
 pub(crate) unsafe fn queue(fd: RawFd, head: &Bytes, cx: &Context<'_>) -> Option<Ticket> {
-    QUEUE.with(|q| {
-        let mut q = q.borrow_mut();
-        let q = q.as_mut().filter(|q| q.users > 0 && !q.broken)?;
-        if q.queued.is_empty() {
-            // The first of a turn: polled again after the turn's other tasks.
-            cx.waker().wake_by_ref();
-        }
-        let n = q.next;
-        q.next += 1;
-        q.queued.push(Queued {
-            ticket: n,
-            fd,
-            head: head.clone(),
-            waker: cx.waker().clone(),
-        });
-        Some(Ticket { queue: q.id, n })
-    })
+    let queue = CURRENT.with(|c| c.borrow().clone())?;
+    let mut q = lock(&queue);
+    if q.users == 0 || q.broken {
+        return None;
+    }
+    if q.queued.is_empty() {
+        // The first of a turn: polled again after the turn's other tasks.
+        cx.waker().wake_by_ref();
+    }
+    let n = q.next;
+    q.next += 1;
+    q.queued.push(Queued {
+        ticket: n,
+        fd,
+        head: head.clone(),
+        waker: cx.waker().clone(),
+    });
+    drop(q);
+    Some(Ticket { queue, n })
 }
 
 /// What became of a queued head's write.
@@ -164,37 +179,30 @@ pub(crate) fn poll(ticket: &mut Option<Ticket>, cx: &Context<'_>) -> Outcome {
     let Some(t) = ticket.take() else {
         return Outcome::Failed(io::ErrorKind::WouldBlock.into());
     };
-    QUEUE.with(|q| {
-        let mut q = q.borrow_mut();
-        let Some(queue) = q.as_mut().filter(|q| q.id == t.queue) else {
-            // Only tasks of a single-threaded runtime queue heads, so a ticket is
-            // polled on the thread that issued it; were it not, nothing is known.
-            debug_assert!(false, "a ticket polled on another thread");
-            return Outcome::Unknown;
-        };
-        if t.n >= queue.submitted {
-            queue.submit(cx.waker());
-        }
-        match queue.done.iter().position(|(n, _)| *n == t.n) {
-            Some(i) => queue.done.swap_remove(i).1,
-            // Submitted, and only whole writes are not kept.
-            None => Outcome::All,
-        }
-    })
+    let mut q = lock(&t.queue);
+    if t.n >= q.submitted {
+        q.submit(cx.waker());
+    }
+    match q.done.iter().position(|(n, _)| *n == t.n) {
+        Some(i) => q.done.swap_remove(i).1,
+        // Submitted, and only whole writes are not kept.
+        None => Outcome::All,
+    }
 }
 
-/// `io_uring_enter` calls this thread has made for request heads.
+/// `io_uring_enter` calls this thread's queue has made for request heads.
 #[cfg(test)]
 pub(crate) fn submissions() -> u64 {
-    QUEUE.with(|q| q.borrow().as_ref().map_or(0, |q| q.submissions))
+    CURRENT.with(|c| c.borrow().as_ref().map_or(0, |q| lock(q).submissions))
 }
 
-/// Makes this thread's next submission fail, as if `io_uring_enter` had.
+/// Makes this thread's next submission fail, as if `io_uring_enter` had: before
+/// taking the heads (`entered` false), or after.
 #[cfg(test)]
-pub(crate) fn fail_next_submission() {
-    QUEUE.with(|q| {
-        if let Some(q) = q.borrow_mut().as_mut() {
-            q.fail_next = true;
+pub(crate) fn fail_next_submission(entered: bool) {
+    CURRENT.with(|c| {
+        if let Some(q) = c.borrow().as_ref() {
+            lock(q).fail_next = Some(entered);
         }
     });
 }
@@ -202,34 +210,26 @@ pub(crate) fn fail_next_submission() {
 /// Gives a ticket back unpolled: its connection is closing. A head still queued is
 /// taken off the queue unsent.
 pub(crate) fn cancel(ticket: Ticket) {
-    // `try_with`: a connection may close while the thread's locals are torn down.
-    let _ = QUEUE.try_with(|q| {
-        let mut q = q.borrow_mut();
-        let Some(q) = q.as_mut().filter(|q| q.id == ticket.queue) else {
+    let mut q = lock(&ticket.queue);
+    if ticket.n >= q.submitted {
+        let Some(i) = q.queued.iter().position(|e| e.ticket == ticket.n) else {
             return;
         };
-        if ticket.n >= q.submitted {
-            let Some(i) = q.queued.iter().position(|e| e.ticket == ticket.n) else {
-                return;
-            };
-            q.queued.remove(i);
-            // The first queued task was the one to be polled again; hand that on.
-            if i == 0 {
-                if let Some(next) = q.queued.first() {
-                    next.waker.wake_by_ref();
-                }
+        q.queued.remove(i);
+        // The first queued task was the one to be polled again; hand that on.
+        if i == 0 {
+            if let Some(next) = q.queued.first() {
+                next.waker.wake_by_ref();
             }
-        } else if let Some(i) = q.done.iter().position(|(n, _)| *n == ticket.n) {
-            q.done.swap_remove(i);
         }
-    });
+    } else if let Some(i) = q.done.iter().position(|(n, _)| *n == ticket.n) {
+        q.done.swap_remove(i);
+    }
 }
 
 /// One thread's queue and ring.
 struct Queue {
     ring: IoUring,
-    /// Tells this queue's tickets from another thread's.
-    id: u64,
     /// Heads not submitted yet, in ticket order.
     queued: Vec<Queued>,
     /// Scratch: the outcomes of one submission, in queue order.
@@ -247,9 +247,20 @@ struct Queue {
     users: usize,
     /// The ring failed once and is not used again.
     broken: bool,
-    /// Fails the next submission, for a test of what follows.
+    /// Fails the next submission, before taking the heads or after, for a test.
     #[cfg(test)]
-    fail_next: bool,
+    fail_next: Option<bool>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("queued", &self.queued.len())
+            .field("next", &self.next)
+            .field("submitted", &self.submitted)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Queued {
@@ -295,6 +306,15 @@ impl Queue {
         self.queued = queued;
     }
 
+    /// A failure a test asked for: before entering the ring (false) or after (true).
+    fn injected_failure(&mut self) -> Option<bool> {
+        #[cfg(test)]
+        let injected = self.fail_next.take();
+        #[cfg(not(test))]
+        let injected = None;
+        injected
+    }
+
     /// One `io_uring_enter` for up to [`RING_ENTRIES`] writes; their outcomes go to
     /// `outcomes`, in order (`None`: not known). False when the submission failed.
     fn write_all(&mut self, batch: &[Queued]) -> bool {
@@ -321,17 +341,30 @@ impl Queue {
                 }
             }
         }
-        #[cfg(test)]
-        if std::mem::take(&mut self.fail_next) {
-            return false;
-        }
+        // Until one `io_uring_enter` has taken the heads, a failure leaves them all
+        // unsent (the ring is not entered again, so they never go).
+        let mut entered = false;
         while waiting > 0 {
             self.submissions += 1;
-            match self.ring.submit_and_wait(waiting) {
-                Ok(_) => {}
+            let result = match self.injected_failure() {
+                Some(false) => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+                Some(true) => {
+                    let _ = self.ring.submit_and_wait(waiting);
+                    entered = true;
+                    Err(io::Error::from_raw_os_error(libc::EBUSY))
+                }
+                None => self.ring.submit_and_wait(waiting),
+            };
+            match result {
+                Ok(_) => entered = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::error!("io_uring_enter: {e}");
+                    if !entered {
+                        for slot in self.outcomes.iter_mut().filter(|o| o.is_none()) {
+                            *slot = Some(Outcome::Failed(io::ErrorKind::WouldBlock.into()));
+                        }
+                    }
                     return false;
                 }
             }
