@@ -1777,6 +1777,43 @@ mod tests {
         }
     }
 
+    /// A connection dropped on another thread than the one whose queue holds its head
+    /// still takes the head off that queue: its descriptor, closed and perhaps reused
+    /// by the next connection, never receives it.
+    #[tokio::test]
+    async fn a_head_queued_on_a_connection_dropped_elsewhere_is_never_written() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        let (mut conn, mut server) = connected().await;
+        let mut upload = only_a_head("GET /stale HTTP/1.1\r\nhost: a\r\n\r\n");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(conn.poll_send(&mut upload, &mut cx).is_pending());
+        std::thread::spawn(move || drop(conn))
+            .join()
+            .expect("dropped on another thread");
+
+        let (mut next, mut next_server) = connected().await;
+        let sent = std::future::poll_fn(|cx| next.poll_send(&mut upload, cx));
+        tokio::time::timeout(Duration::from_secs(10), sent)
+            .await
+            .expect("sent in time")
+            .expect("sent");
+        drop(next);
+        for (server, want) in [
+            (&mut server, &b""[..]),
+            (&mut next_server, b"GET /stale HTTP/1.1\r\nhost: a\r\n\r\n"),
+        ] {
+            let mut all = Vec::new();
+            let read = tokio::io::AsyncReadExt::read_to_end(server, &mut all);
+            tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("read in time")
+                .expect("read");
+            assert_eq!(all, want);
+        }
+    }
+
     /// A connection that has something to read already (an early answer, a close)
     /// does not wait for the turn's other heads: its head goes at once.
     #[tokio::test]
