@@ -16,9 +16,11 @@
 //! queued task is polled first then submits the whole queue. Each write carries
 //! `MSG_DONTWAIT`, so it completes within the submission: all done, partly done
 //! (the task writes the rest itself), would block or failed, each as a plain write's
-//! result would be. Nothing of a queued head has left before the submission, so a
-//! connection dropped meanwhile takes its head off the queue ([`cancel`]), and the
-//! file descriptor is never written after its socket has closed.
+//! result would be. A task whose head went whole is not woken: it waits for its
+//! answer, as it would after a plain write, and takes the outcome when the answer
+//! wakes it; the others are woken to go on. Nothing of a queued head has left before
+//! the submission, so a connection dropped meanwhile takes its head off the queue
+//! ([`cancel`]), and the file descriptor is never written after its socket has closed.
 //!
 //! A queue belongs to the thread that enabled it ([`enable`]: a worker thread, or the
 //! thread serving in place on a single-threaded runtime), so that a turn's heads meet
