@@ -1640,6 +1640,26 @@ mod tests {
         (conn, sent)
     }
 
+    /// `n` connections from [`connected`].
+    async fn connected_many(n: usize) -> (Vec<Conn>, Vec<TcpStream>) {
+        let mut pairs = Vec::new();
+        for _ in 0..n {
+            pairs.push(connected().await);
+        }
+        pairs.into_iter().unzip()
+    }
+
+    /// All the server side reads until the client closes.
+    async fn read_all(server: &mut TcpStream) -> Vec<u8> {
+        let mut all = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(server, &mut all);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("read in time")
+            .expect("read");
+        all
+    }
+
     async fn read_exactly(server: &mut TcpStream, n: usize) -> Vec<u8> {
         use tokio::io::AsyncReadExt as _;
         let mut buf = vec![0; n];
@@ -1657,13 +1677,7 @@ mod tests {
         let Some(_together) = together_here() else {
             return;
         };
-        let mut conns = Vec::new();
-        let mut servers = Vec::new();
-        for _ in 0..8 {
-            let (conn, server) = connected().await;
-            conns.push(conn);
-            servers.push(server);
-        }
+        let (conns, mut servers) = connected_many(8).await;
         let before = together::submissions();
         let tasks: Vec<_> = conns
             .into_iter()
@@ -1718,13 +1732,7 @@ mod tests {
         let Some(_together) = together_here() else {
             return;
         };
-        let mut conns = Vec::new();
-        let mut servers = Vec::new();
-        for _ in 0..3 {
-            let (conn, server) = connected().await;
-            conns.push(conn);
-            servers.push(server);
-        }
+        let (mut conns, mut servers) = connected_many(3).await;
         let wakes: Vec<Arc<Wakes>> = (0..3).map(|_| Arc::default()).collect();
         let wakers: Vec<Waker> = wakes.iter().map(|w| Waker::from(w.clone())).collect();
         let mut uploads: Vec<Upload> = (0..3)
@@ -1762,15 +1770,7 @@ mod tests {
         assert!(matches!(sent, Poll::Ready(Ok(()))));
         assert_eq!(together::submissions() - before, 1);
 
-        let mut rest = Vec::new();
-        use tokio::io::AsyncReadExt as _;
-        let read = servers[0].read_to_end(&mut rest);
-        let closed = tokio::time::timeout(Duration::from_secs(10), read).await;
-        assert_eq!(
-            closed.expect("read in time").expect("read"),
-            0,
-            "nothing reached it"
-        );
+        assert_eq!(read_all(&mut servers[0]).await, b"", "nothing reached it");
         for (i, server) in servers.iter_mut().enumerate().skip(1) {
             let want = format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n");
             assert_eq!(read_exactly(server, want.len()).await, want.as_bytes());
@@ -1804,12 +1804,7 @@ mod tests {
             (&mut server, &b""[..]),
             (&mut next_server, b"GET /stale HTTP/1.1\r\nhost: a\r\n\r\n"),
         ] {
-            let mut all = Vec::new();
-            let read = tokio::io::AsyncReadExt::read_to_end(server, &mut all);
-            tokio::time::timeout(Duration::from_secs(10), read)
-                .await
-                .expect("read in time")
-                .expect("read");
+            let all = read_all(server).await;
             assert_eq!(all, want);
         }
     }
@@ -1887,12 +1882,7 @@ mod tests {
         );
         drop(conn);
         for (server, path) in [(&mut server, "1"), (&mut second, "2")] {
-            let mut all = Vec::new();
-            let read = tokio::io::AsyncReadExt::read_to_end(server, &mut all);
-            tokio::time::timeout(Duration::from_secs(10), read)
-                .await
-                .expect("read in time")
-                .expect("read");
+            let all = read_all(server).await;
             assert_eq!(
                 all,
                 format!("GET /{path} HTTP/1.1\r\nhost: a\r\n\r\n").as_bytes()
@@ -1915,12 +1905,7 @@ mod tests {
         assert!(upload.is_sent());
         assert!(!upload.rewind(), "not to be replayed elsewhere");
         drop(conn);
-        let mut all = Vec::new();
-        let read = tokio::io::AsyncReadExt::read_to_end(&mut server, &mut all);
-        tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .expect("read in time")
-            .expect("read");
+        let all = read_all(&mut server).await;
         assert_eq!(all, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", "once");
     }
 
