@@ -627,9 +627,6 @@ fn host_header(req: &Request<Incoming>, scheme: &str) -> Result<Host, ProxyError
     if !valid_host(a.as_str().as_bytes()) {
         return Err(ProxyError::BadRequest("invalid authority"));
     }
-    let target = || {
-        HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("invalid authority"))
-    };
     match field {
         // HTTP/2: both must name the same host.
         Some(h) if req.version() == Version::HTTP_2 => {
@@ -642,16 +639,15 @@ fn host_header(req: &Request<Incoming>, scheme: &str) -> Result<Host, ProxyError
                 replaced: false,
             })
         }
-        // HTTP/1 absolute-form: the target names the host.
-        Some(_) => Ok(Host {
-            value: Some(target()?),
+        // HTTP/1 absolute-form, or HTTP/2 without Host: the target names the host,
+        // in place of the client's Host field if it sent one.
+        _ => Ok(Host {
+            value: Some(
+                HeaderValue::from_str(a.as_str())
+                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+            ),
             sent: false,
-            replaced: true,
-        }),
-        None => Ok(Host {
-            value: Some(target()?),
-            sent: false,
-            replaced: false,
+            replaced: field.is_some(),
         }),
     }
 }

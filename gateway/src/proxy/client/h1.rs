@@ -239,7 +239,7 @@ impl ConnState {
         }
         if self.queued.is_some() {
             match together::poll(&mut self.queued, cx) {
-                together::Outcome::All => upload.wrote_all(),
+                together::Outcome::All => upload.wrote(usize::MAX),
                 together::Outcome::Wrote(n) => upload.wrote(n),
                 together::Outcome::Failed(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 together::Outcome::Failed(e) => return Poll::Ready(Err(e.into())),
@@ -828,17 +828,11 @@ impl Upload {
         }
     }
 
-    /// `n` more bytes of the head have been written (by [`together`]).
+    /// `n` more bytes of the head have been written (by [`together`]; `usize::MAX`:
+    /// all of it).
     fn wrote(&mut self, n: usize) {
         if let Upload::Head { head, sent, .. } = self {
-            *sent = (*sent + n).min(head.len());
-        }
-    }
-
-    /// All of the head has been written (by [`together`]).
-    fn wrote_all(&mut self) {
-        if let Upload::Head { head, sent, .. } = self {
-            *sent = head.len();
+            *sent = sent.saturating_add(n).min(head.len());
         }
     }
 
@@ -846,10 +840,8 @@ impl Upload {
     /// counts as sent, so it is never sent twice; the response timeout bounds the
     /// wait for an answer that may not come.
     fn assume_sent(&mut self) {
-        if let Upload::Head { head, sent, replay } = self {
-            *sent = head.len();
-            *replay = false;
-        }
+        self.wrote(usize::MAX);
+        self.answered();
     }
 
     /// The head has been answered: it will not be sent again.
@@ -1907,6 +1899,46 @@ mod tests {
         drop(conn);
         let all = read_all(&mut server).await;
         assert_eq!(all, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", "once");
+    }
+
+    /// A turn of more heads than one submission takes goes in several; when the ring
+    /// fails on the first (after taking its heads), those count as sent and the later
+    /// ones, which never reached the ring, are woken to go as plain writes: every
+    /// head reaches its upstream once.
+    #[tokio::test]
+    async fn heads_after_a_failed_submission_go_once_as_plain_writes() {
+        let Some(_together) = together_here() else {
+            return;
+        };
+        const N: usize = 130;
+        let (mut conns, mut servers) = connected_many(N).await;
+        let wakes: Vec<Arc<Wakes>> = (0..N).map(|_| Arc::default()).collect();
+        let wakers: Vec<Waker> = wakes.iter().map(|w| Waker::from(w.clone())).collect();
+        let head = |i: usize| format!("GET /{i} HTTP/1.1\r\nhost: a\r\n\r\n");
+        let mut uploads: Vec<Upload> = (0..N).map(|i| only_a_head(&head(i))).collect();
+        for (i, (conn, upload)) in conns.iter_mut().zip(&mut uploads).enumerate() {
+            let mut cx = Context::from_waker(&wakers[i]);
+            assert!(conn.poll_send(upload, &mut cx).is_pending());
+        }
+        together::fail_next_submission(true);
+        for (i, (conn, upload)) in conns.iter_mut().zip(&mut uploads).enumerate() {
+            if i >= 128 {
+                assert!(wakes[i].count() > 0, "head {i} is woken to go on");
+            }
+            let mut cx = Context::from_waker(&wakers[i]);
+            assert!(matches!(
+                conn.poll_send(upload, &mut cx),
+                Poll::Ready(Ok(()))
+            ));
+        }
+        assert!(
+            uploads[..128].iter_mut().all(|u| !u.rewind()),
+            "never replayed"
+        );
+        drop(conns);
+        for (i, server) in servers.iter_mut().enumerate() {
+            assert_eq!(read_all(server).await, head(i).as_bytes(), "head {i} once");
+        }
     }
 
     /// A write the upstream refuses (it reset the connection) fails the exchange as

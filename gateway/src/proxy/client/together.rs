@@ -291,8 +291,13 @@ impl Queue {
                 std::mem::forget(batch.iter().map(|q| q.head.clone()).collect::<Vec<_>>());
             }
             for (i, entry) in batch.iter().enumerate() {
-                let outcome = match self.outcomes.get_mut(i).and_then(Option::take) {
-                    _ if !tried => Outcome::Failed(io::ErrorKind::WouldBlock.into()),
+                // A batch after a failed one never reached the ring: not written.
+                let outcome = if tried {
+                    self.outcomes.get_mut(i).and_then(Option::take)
+                } else {
+                    Some(Outcome::Failed(io::ErrorKind::WouldBlock.into()))
+                };
+                let outcome = match outcome {
                     Some(Outcome::Wrote(n)) if n == entry.head.len() => continue,
                     Some(outcome) => outcome,
                     None => Outcome::Unknown,
